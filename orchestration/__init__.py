@@ -1,0 +1,1 @@
+"""Dagster definitions for the Ciné-Reco platform: thin wrappers around `recommender_lib`."""

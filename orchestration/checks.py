@@ -1,0 +1,104 @@
+"""Asset checks: the quality gates between raw data and everything trained on it.
+
+pandera schemas, key uniqueness and row-count drift are blocking with ERROR severity, so a
+failing table stops its downstream assets in the same run. Link coverage only warns.
+"""
+
+import dagster as dg
+import pandera.pandas as pa
+
+from orchestration.assets.warehouse import imdb_titles, movie_links, warehouse_assets
+from orchestration.metadata import WAREHOUSE_POOL, check_result
+from orchestration.resources import WarehouseResource
+from recommender_lib import quality
+from recommender_lib.schemas import WAREHOUSE_KEYS, WAREHOUSE_SCHEMAS
+
+
+def _table(asset: dg.AssetsDefinition) -> str:
+    return asset.key.to_user_string()
+
+
+def pandera_schema_check(
+    asset: dg.AssetsDefinition, schema: pa.DataFrameSchema
+) -> dg.AssetChecksDefinition:
+    """A blocking check that validates the asset's table against a pandera schema.
+
+    Validation is lazy (every failing check is reported, not just the first) and runs in
+    chunks, so it scales to tables larger than memory; failure cases go into the metadata.
+    """
+    table = _table(asset)
+
+    @dg.asset_check(
+        asset=asset, name="pandera_schema", blocking=True, pool=WAREHOUSE_POOL,
+        description=f"Rows of {table} satisfy the pandera schema `{schema.name}`.",
+    )  # fmt: skip
+    def _check(warehouse_db: WarehouseResource) -> dg.AssetCheckResult:
+        with warehouse_db.get_connection() as conn:
+            return check_result(quality.validate_table(conn, table, schema))
+
+    return _check
+
+
+def unique_key_check(asset: dg.AssetsDefinition, keys: list[str]) -> dg.AssetChecksDefinition:
+    """A blocking check that the key columns are unique over the whole table."""
+    table = _table(asset)
+
+    @dg.asset_check(
+        asset=asset, name="unique_key", blocking=True, pool=WAREHOUSE_POOL,
+        description=f"({', '.join(keys)}) identifies rows of {table} uniquely.",
+    )  # fmt: skip
+    def _check(warehouse_db: WarehouseResource) -> dg.AssetCheckResult:
+        with warehouse_db.get_connection() as conn:
+            return check_result(quality.check_unique_keys(conn, table, keys))
+
+    return _check
+
+
+class RowCountDriftConfig(dg.Config):
+    """Largest accepted relative change of the row count against the previous load."""
+
+    max_shrink: float = 0.5
+    max_growth: float = 5.0
+
+
+def row_count_drift_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
+    """A blocking check that the row count did not collapse (or explode) since the last load."""
+    table = _table(asset)
+
+    @dg.asset_check(
+        asset=asset, name="row_count_drift", blocking=True, pool=WAREHOUSE_POOL,
+        description=f"Row count of {table} is within bounds of the previous load.",
+    )  # fmt: skip
+    def _check(config: RowCountDriftConfig, warehouse_db: WarehouseResource) -> dg.AssetCheckResult:
+        with warehouse_db.get_connection() as conn:
+            return check_result(
+                quality.check_row_count_drift(conn, table, config.max_shrink, config.max_growth)
+            )
+
+    return _check
+
+
+class LinkCoverageConfig(dg.Config):
+    min_coverage: float = 0.9
+
+
+@dg.asset_check(
+    asset=movie_links, additional_deps=[imdb_titles], pool=WAREHOUSE_POOL,
+    description="Share of MovieLens links whose tconst is found in imdb_titles (warns when low).",
+)  # fmt: skip
+def imdb_link_coverage(
+    config: LinkCoverageConfig, warehouse_db: WarehouseResource
+) -> dg.AssetCheckResult:
+    with warehouse_db.get_connection() as conn:
+        return check_result(
+            quality.check_link_coverage(conn, config.min_coverage),
+            severity=dg.AssetCheckSeverity.WARN,
+        )
+
+
+warehouse_checks: list[dg.AssetChecksDefinition] = [
+    *(pandera_schema_check(a, WAREHOUSE_SCHEMAS[_table(a)]) for a in warehouse_assets),
+    *(unique_key_check(a, WAREHOUSE_KEYS[_table(a)]) for a in warehouse_assets),
+    *(row_count_drift_check(a) for a in warehouse_assets),
+    imdb_link_coverage,
+]

@@ -1,0 +1,74 @@
+"""Translate library results into Dagster metadata and asset-check results."""
+
+from __future__ import annotations
+
+import dagster as dg
+import duckdb
+
+from recommender_lib.download import FetchedFile
+from recommender_lib.quality import QualityResult
+from recommender_lib.warehouse import LoadResult, markdown_table, preview_markdown
+
+WAREHOUSE_POOL = "duckdb_warehouse"
+
+
+def fetched_file_metadata(fetched: FetchedFile) -> dict[str, dg.RawMetadataValue]:
+    """Bytes, sha256, validators and version of a raw file, for the materialization."""
+    meta: dict[str, dg.RawMetadataValue] = {
+        "dump_version": fetched.version,
+        "changed": fetched.changed,
+        "url": dg.MetadataValue.url(fetched.url) if "://" in fetched.url else fetched.url,
+        "path": dg.MetadataValue.path(str(fetched.path)),
+        "bytes": fetched.size_bytes,
+        "sha256": fetched.sha256,
+        "etag": fetched.etag or "",
+        "last_modified": fetched.last_modified or "",
+        "fetched_at": fetched.fetched_at,
+    }
+    if fetched.extracted_dir is not None:
+        meta["extracted_dir"] = dg.MetadataValue.path(str(fetched.extracted_dir))
+        meta["md5_verified"] = fetched.md5_verified
+    return meta
+
+
+def load_metadata(
+    conn: duckdb.DuckDBPyConnection, result: LoadResult
+) -> dict[str, dg.RawMetadataValue]:
+    """Row count, column schema, a preview and the load's bookkeeping, for a warehouse table."""
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn(name, dtype) for name, dtype in result.columns.items()]
+    )
+    meta: dict[str, dg.RawMetadataValue] = {
+        "dagster/row_count": dg.MetadataValue.int(result.row_count),
+        "dagster/column_schema": dg.MetadataValue.table_schema(schema),
+        "previous_row_count": result.previous_row_count
+        if result.previous_row_count is not None
+        else dg.MetadataValue.null(),
+        "rejected_rows": result.rejected_rows,
+        "source_version": result.source_version or "",
+        "preview": dg.MetadataValue.md(preview_markdown(conn, result.table)),
+    }
+    if result.rejected_examples:
+        meta["rejected_examples"] = dg.MetadataValue.md(
+            "\n".join(f"- {e}" for e in result.rejected_examples)
+        )
+    return meta
+
+
+def check_result(
+    result: QualityResult,
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+) -> dg.AssetCheckResult:
+    """An asset-check result carrying the rule's summary, details and failure cases."""
+    meta: dict[str, dg.RawMetadataValue] = {"summary": result.summary}
+    for key, value in result.details.items():
+        meta[key] = (
+            value if isinstance(value, int | float | str | bool) else dg.MetadataValue.json(value)
+        )
+    if result.failure_cases is not None and not result.failure_cases.empty:
+        cases = result.failure_cases
+        rows = [tuple(r) for r in cases.itertuples(index=False)]
+        meta["failure_cases"] = dg.MetadataValue.md(markdown_table(list(cases.columns), rows))
+    return dg.AssetCheckResult(
+        passed=result.passed, severity=severity, metadata=meta, description=result.summary
+    )

@@ -1,0 +1,120 @@
+"""Resources: where the sources live and how raw files are fetched, and the DuckDB warehouse."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+from dagster_duckdb import DuckDBResource
+
+from recommender_lib.config import Settings
+from recommender_lib.download import DownloadProgress, FetchedFile, current_version, fetch_versioned
+from recommender_lib.formats import IMDB_HEADERS
+from recommender_lib.integrity import verify_gzip_tsv, verify_movielens_zip
+
+
+class RawSourcesResource(dg.ConfigurableResource):
+    """Source URLs (`http(s)://` or `file://`) and the versioned raw-file store."""
+
+    imdb_base_url: str
+    movielens_url: str
+    raw_dir: str
+    retention: int = 3
+    retries: int = 4
+    backoff_s: float = 2.0
+    timeout_s: float = 120.0
+
+    def imdb_store(self, filename: str) -> Path:
+        return Path(self.raw_dir) / "imdb" / filename.removesuffix(".tsv.gz")
+
+    @property
+    def movielens_store(self) -> Path:
+        return Path(self.raw_dir) / "movielens"
+
+    def fetch_imdb(self, context: dg.AssetExecutionContext, filename: str) -> FetchedFile:
+        """Fetch one IMDb dump file; verify the gzip stream and its header line."""
+        columns = IMDB_HEADERS[filename]
+        return self._fetch(
+            context,
+            f"{self.imdb_base_url.rstrip('/')}/{filename}",
+            self.imdb_store(filename),
+            verify=lambda path: verify_gzip_tsv(path, columns),
+        )
+
+    def fetch_movielens(self, context: dg.AssetExecutionContext) -> FetchedFile:
+        """Fetch the MovieLens zip; verify CRCs, layout and the published `.md5`; extract it."""
+        return self._fetch(
+            context,
+            self.movielens_url,
+            self.movielens_store,
+            verify=verify_movielens_zip,
+            md5_url=f"{self.movielens_url}.md5",
+            extract_zip=True,
+        )
+
+    def current_imdb(self, filename: str) -> FetchedFile:
+        return _require_current(self.imdb_store(filename))
+
+    def current_movielens(self) -> FetchedFile:
+        return _require_current(self.movielens_store)
+
+    def _fetch(
+        self, context: dg.AssetExecutionContext, url: str, store: Path, **kwargs
+    ) -> FetchedFile:
+        def log_progress(p: DownloadProgress) -> None:
+            total = f"/{p.bytes_total / 1e6:.1f}" if p.bytes_total else ""
+            context.log.info(
+                f"{url}: {p.bytes_done / 1e6:.1f}{total} MB at {p.rate_bytes_per_s / 1e6:.1f} MB/s"
+            )
+
+        fetched = fetch_versioned(
+            url,
+            store,
+            retention=self.retention,
+            retries=self.retries,
+            backoff_s=self.backoff_s,
+            timeout_s=self.timeout_s,
+            progress=log_progress,
+            **kwargs,
+        )
+        state = "new version" if fetched.changed else "unchanged, kept"
+        context.log.info(f"{url}: {state} {fetched.version} at {fetched.path}")
+        return fetched
+
+
+class WarehouseResource(DuckDBResource):
+    """The DuckDB warehouse file; its folder is created on first use.
+
+    DuckDB allows one writing process per file: warehouse assets and checks share the
+    `duckdb_warehouse` concurrency pool so steps of parallel runs take turns.
+    """
+
+    @contextmanager
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+        with super().get_connection() as conn:
+            yield conn
+
+
+def _require_current(store: Path) -> FetchedFile:
+    fetched = current_version(store)
+    if fetched is None:
+        raise dg.Failure(f"No verified raw file in {store}: materialize the raw asset first.")
+    return fetched
+
+
+def default_resources(settings: Settings | None = None) -> dict[str, object]:
+    """Resources of the embedded default, configured from the environment (see README)."""
+    settings = settings or Settings.from_env()
+    return {
+        "raw_sources": RawSourcesResource(
+            imdb_base_url=settings.imdb_base_url,
+            movielens_url=settings.movielens_url,
+            raw_dir=str(settings.raw_dir),
+            retention=settings.raw_retention,
+        ),
+        "warehouse_db": WarehouseResource(database=str(settings.warehouse_path)),
+    }

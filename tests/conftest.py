@@ -1,0 +1,35 @@
+"""Shared fixtures: generated sample mirrors, the real MovieLens copy, a temp Dagster instance."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SHARED_MOVIELENS = Path(__file__).resolve().parents[2] / "shared" / "data" / "movielens"
+
+
+@pytest.fixture(scope="session")
+def shared_movielens() -> Path:
+    """The real ml-latest-small copy in ../shared (skips where it is absent)."""
+    if not (SHARED_MOVIELENS / "ml-latest-small" / "ratings.csv").is_file():
+        pytest.skip(f"real MovieLens copy not found at {SHARED_MOVIELENS}")
+    return SHARED_MOVIELENS
+
+
+@pytest.fixture(scope="session")
+def sample_mirror(tmp_path_factory: pytest.TempPathFactory):
+    """A small generated mirror (IMDb dumps + MovieLens zip), shared read-only by tests."""
+    from recommender_lib.sample_data import write_sample_mirror
+
+    return write_sample_mirror(tmp_path_factory.mktemp("mirror"), "small", seed=7)
+
+
+@pytest.fixture
+def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A throwaway DAGSTER_HOME so runs never touch the user's instance."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    yield home
