@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import dagster as dg
 import duckdb
 
@@ -12,8 +14,10 @@ from recommender_lib.warehouse import LoadResult, markdown_table, preview_markdo
 WAREHOUSE_POOL = "duckdb_warehouse"
 
 
-def fetched_file_metadata(fetched: FetchedFile) -> dict[str, dg.RawMetadataValue]:
-    """Bytes, sha256, validators and version of a raw file, for the materialization."""
+def fetched_file_metadata(
+    fetched: FetchedFile, columns: Sequence[str] = ()
+) -> dict[str, dg.RawMetadataValue]:
+    """Bytes, sha256, validators, version and verified header of a raw file."""
     meta: dict[str, dg.RawMetadataValue] = {
         "dump_version": fetched.version,
         "changed": fetched.changed,
@@ -25,6 +29,10 @@ def fetched_file_metadata(fetched: FetchedFile) -> dict[str, dg.RawMetadataValue
         "last_modified": fetched.last_modified or "",
         "fetched_at": fetched.fetched_at,
     }
+    if columns:
+        meta["dagster/column_schema"] = dg.MetadataValue.table_schema(
+            dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns])
+        )
     if fetched.extracted_dir is not None:
         meta["extracted_dir"] = dg.MetadataValue.path(str(fetched.extracted_dir))
         meta["md5_verified"] = fetched.md5_verified

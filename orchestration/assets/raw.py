@@ -8,9 +8,19 @@ import dagster as dg
 
 from orchestration.metadata import fetched_file_metadata
 from orchestration.resources import RawSourcesResource
-from recommender_lib.formats import IMDB_BASICS_FILE, IMDB_RATINGS_FILE
+from recommender_lib.download import FetchedFile
+from recommender_lib.formats import IMDB_BASICS_FILE, IMDB_HEADERS, IMDB_RATINGS_FILE
 
 RAW_KINDS = {"python", "file"}
+
+
+def _result(fetched: FetchedFile, imdb_file: str | None = None) -> dg.MaterializeResult:
+    """The raw file's metadata; its data version is the content hash."""
+    columns = IMDB_HEADERS[imdb_file] if imdb_file else ()
+    return dg.MaterializeResult(
+        metadata=fetched_file_metadata(fetched, columns),
+        data_version=dg.DataVersion(fetched.sha256),
+    )
 
 
 @dg.asset(group_name="raw", kinds=RAW_KINDS)
@@ -18,10 +28,7 @@ def imdb_title_basics(
     context: dg.AssetExecutionContext, raw_sources: RawSourcesResource
 ) -> dg.MaterializeResult:
     """IMDb `title.basics.tsv.gz`: every title's type, names, years, runtime and genres."""
-    fetched = raw_sources.fetch_imdb(context, IMDB_BASICS_FILE)
-    return dg.MaterializeResult(
-        metadata=fetched_file_metadata(fetched), data_version=dg.DataVersion(fetched.sha256)
-    )
+    return _result(raw_sources.fetch_imdb(context, IMDB_BASICS_FILE), IMDB_BASICS_FILE)
 
 
 @dg.asset(group_name="raw", kinds=RAW_KINDS)
@@ -29,10 +36,7 @@ def imdb_title_ratings(
     context: dg.AssetExecutionContext, raw_sources: RawSourcesResource
 ) -> dg.MaterializeResult:
     """IMDb `title.ratings.tsv.gz`: weighted average rating and vote count per title."""
-    fetched = raw_sources.fetch_imdb(context, IMDB_RATINGS_FILE)
-    return dg.MaterializeResult(
-        metadata=fetched_file_metadata(fetched), data_version=dg.DataVersion(fetched.sha256)
-    )
+    return _result(raw_sources.fetch_imdb(context, IMDB_RATINGS_FILE), IMDB_RATINGS_FILE)
 
 
 @dg.asset(group_name="raw", kinds=RAW_KINDS)
@@ -40,10 +44,7 @@ def movielens_release(
     context: dg.AssetExecutionContext, raw_sources: RawSourcesResource
 ) -> dg.MaterializeResult:
     """The MovieLens release zip, checked against its CRCs and published `.md5`, extracted."""
-    fetched = raw_sources.fetch_movielens(context)
-    return dg.MaterializeResult(
-        metadata=fetched_file_metadata(fetched), data_version=dg.DataVersion(fetched.sha256)
-    )
+    return _result(raw_sources.fetch_movielens(context))
 
 
 raw_assets = [imdb_title_basics, imdb_title_ratings, movielens_release]
