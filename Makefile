@@ -7,11 +7,16 @@ DATA_DIR ?= $(CURDIR)/data
 SAMPLE_PROFILE ?= demo
 MIRROR := $(DATA_DIR)/mirror/$(SAMPLE_PROFILE)
 DAGSTER_PORT ?= 3000
+MLFLOW_PORT ?= 5000
 
 export DAGSTER_HOME ?= $(DATA_DIR)/dagster_home
 export CINE_DATA_DIR ?= $(DATA_DIR)
 
-.PHONY: install test lint demo sample ingest ui clean
+export MLFLOW_TRACKING_URI ?= sqlite:///$(DATA_DIR)/mlflow/mlflow.db
+SAMPLE_URLS := CINE_IMDB_BASE_URL=file://$(MIRROR)/imdb \
+	CINE_MOVIELENS_URL=file://$(MIRROR)/movielens/ml-latest-small.zip
+
+.PHONY: install test lint demo sample ingest platform clean
 
 # Create the virtualenv and install the locked dependencies (re-runs only when the lock changes).
 install: $(VENV)/.installed
@@ -42,16 +47,19 @@ sample: install
 
 # Materialize raw + warehouse assets (with their checks) from the sample mirror.
 ingest: sample $(DAGSTER_HOME)/dagster.yaml
-	CINE_IMDB_BASE_URL=file://$(MIRROR)/imdb \
-	CINE_MOVIELENS_URL=file://$(MIRROR)/movielens/ml-latest-small.zip \
-		$(BIN)/dagster job execute -m orchestration.definitions -j ingest
+	$(SAMPLE_URLS) $(BIN)/dagster job execute -m orchestration.definitions -j ingest
 
-# The main command: sample data, ingest, then the Dagster UI on http://127.0.0.1:$(DAGSTER_PORT).
-demo: ingest
-	@echo "Dagster UI: http://127.0.0.1:$(DAGSTER_PORT)  (DAGSTER_HOME=$(DAGSTER_HOME))"
-	CINE_IMDB_BASE_URL=file://$(MIRROR)/imdb \
-	CINE_MOVIELENS_URL=file://$(MIRROR)/movielens/ml-latest-small.zip \
-		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT)
+# Every asset: ingest, splits, features, the two-tower model and its evaluation (MLflow).
+platform: sample $(DAGSTER_HOME)/dagster.yaml
+	$(SAMPLE_URLS) $(BIN)/dagster job execute -m orchestration.definitions -j full_refresh
+
+# The main command: sample data, a full run, then the Dagster UI and the MLflow UI.
+demo: platform
+	@echo "Dagster UI: http://127.0.0.1:$(DAGSTER_PORT)   MLflow UI: http://127.0.0.1:$(MLFLOW_PORT)"
+	$(BIN)/mlflow server --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 \
+		--port $(MLFLOW_PORT) > $(DATA_DIR)/mlflow/server.log 2>&1 & mlflow_pid=$$!; \
+	trap 'kill $$mlflow_pid' EXIT; \
+	$(SAMPLE_URLS) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT)
 
 clean:
 	rm -rf $(DATA_DIR)

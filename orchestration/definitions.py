@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dagster as dg
 
+from orchestration.assets.features import feature_assets
+from orchestration.assets.model import model_assets, model_checks
 from orchestration.assets.raw import raw_assets
 from orchestration.assets.warehouse import warehouse_assets
 from orchestration.checks import warehouse_checks
-from orchestration.jobs import ingest_job
+from orchestration.jobs import full_refresh_job, ingest_job, retrain_job
 from orchestration.resources import default_resources
 
 # In-process execution: a multiprocess step pays ~10 s of imports (pandera, DuckDB, later
@@ -15,9 +17,9 @@ from orchestration.resources import default_resources
 # Heavier deployments can switch a job to the multiprocess executor; the warehouse steps
 # share the `duckdb_warehouse` pool so they still take turns.
 defs = dg.Definitions(
-    assets=[*raw_assets, *warehouse_assets],
-    asset_checks=warehouse_checks,
-    jobs=[ingest_job],
+    assets=[*raw_assets, *warehouse_assets, *feature_assets, *model_assets],
+    asset_checks=[*warehouse_checks, *model_checks],
+    jobs=[ingest_job, retrain_job, full_refresh_job],
     resources=default_resources(),
     executor=dg.in_process_executor,
 )

@@ -9,3 +9,15 @@ ingest_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("raw", "warehouse"),
     description="Fetch the raw IMDb and MovieLens files and load the checked warehouse tables.",
 )
+
+retrain_job = dg.define_asset_job(
+    "retrain",
+    selection=dg.AssetSelection.groups("features", "model"),
+    description="Splits and features from the warehouse, then train and evaluate the model.",
+)
+
+full_refresh_job = dg.define_asset_job(
+    "full_refresh",
+    selection=dg.AssetSelection.all(),
+    description="Ingest, then retrain: every asset and check, in dependency order.",
+)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 import duckdb
+import pandas as pd
 
 from recommender_lib.download import FetchedFile
 from recommender_lib.quality import QualityResult
@@ -61,6 +62,14 @@ def load_metadata(
             "\n".join(f"- {e}" for e in result.rejected_examples)
         )
     return meta
+
+
+def frame_preview(frame: pd.DataFrame, rows: int = 5, columns: int = 12) -> dg.MetadataValue:
+    """The first rows (and columns) of a DataFrame as markdown."""
+    head = frame.iloc[:rows, :columns]
+    records = [tuple(round(v, 4) if isinstance(v, float) else v for v in r)
+               for r in head.itertuples(index=False)]  # fmt: skip
+    return dg.MetadataValue.md(markdown_table([str(c) for c in head.columns], records))
 
 
 def check_result(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,10 +11,16 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
+with warnings.catch_warnings():  # dagster-mlflow is marked beta; the warning is noise here
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    from dagster_mlflow.resources import CONFIG_SCHEMA as MLFLOW_CONFIG_SCHEMA
+    from dagster_mlflow.resources import MlFlow
+
 from recommender_lib.config import Settings
 from recommender_lib.download import DownloadProgress, FetchedFile, current_version, fetch_versioned
 from recommender_lib.formats import IMDB_HEADERS
 from recommender_lib.integrity import verify_gzip_tsv, verify_movielens_zip
+from recommender_lib.tracking import DEFAULT_EXPERIMENT, ensure_experiment
 
 
 class RawSourcesResource(dg.ConfigurableResource):
@@ -85,6 +92,15 @@ class RawSourcesResource(dg.ConfigurableResource):
         return fetched
 
 
+class ArtifactStoreResource(dg.ConfigurableResource):
+    """Folder for feature files and trained models, one sub-folder per Dagster run."""
+
+    root: str
+
+    def run_dir(self, kind: str, run_id: str) -> Path:
+        return Path(self.root) / kind / run_id
+
+
 class WarehouseResource(DuckDBResource):
     """The DuckDB warehouse file; its folder is created on first use.
 
@@ -97,6 +113,31 @@ class WarehouseResource(DuckDBResource):
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         with super().get_connection() as conn:
             yield conn
+
+
+@dg.resource(
+    config_schema={
+        **MLFLOW_CONFIG_SCHEMA,
+        "artifact_root": dg.Field(
+            dg.Noneable(str), default_value=None, description="Artifact folder of the experiment."
+        ),
+    },
+    description="dagster-mlflow's tracking resource; creates the experiment first.",
+)
+def mlflow_tracking(init_context: dg.InitResourceContext) -> MlFlow:
+    """One MLflow run per Dagster run (found again by its `dagster_run_id` tag in every step).
+
+    Steps that log end the MLflow run when they finish (see `orchestration.tracking`), so a run
+    is never left RUNNING even when a later step is skipped by a failed check.
+    """
+    config = init_context.resource_config
+    root = config.get("artifact_root")
+    ensure_experiment(
+        config["mlflow_tracking_uri"], config["experiment_name"], Path(root) if root else None
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return MlFlow(init_context)
 
 
 def _require_current(store: Path) -> FetchedFile:
@@ -117,4 +158,12 @@ def default_resources(settings: Settings | None = None) -> dict[str, object]:
             retention=settings.raw_retention,
         ),
         "warehouse_db": WarehouseResource(database=str(settings.warehouse_path)),
+        "artifacts": ArtifactStoreResource(root=str(settings.data_dir / "artifacts")),
+        "mlflow": mlflow_tracking.configured(
+            {
+                "experiment_name": DEFAULT_EXPERIMENT,
+                "mlflow_tracking_uri": settings.mlflow_tracking_uri,
+                "artifact_root": str(settings.data_dir / "mlflow" / "artifacts"),
+            }
+        ),
     }

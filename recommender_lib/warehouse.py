@@ -374,3 +374,13 @@ def markdown_table(header: list[str], rows: list[tuple]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def source_versions(conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Source (dump) version of the latest load of every warehouse table."""
+    if not table_exists(conn, LOAD_HISTORY):
+        return {}
+    rows = conn.execute(
+        f"SELECT table_name, arg_max(source_version, loaded_at) FROM {LOAD_HISTORY} GROUP BY 1"
+    ).fetchall()
+    return {table: version or "" for table, version in sorted(rows)}

@@ -69,15 +69,13 @@ def test_definitions_load() -> None:
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys >= {
-        "imdb_title_basics",
-        "imdb_title_ratings",
-        "movielens_release",
-        *WAREHOUSE_TABLES,
-    }
+    raw = {"imdb_title_basics", "imdb_title_ratings", "movielens_release"}
+    later = {"rating_splits", "item_features", "user_features", "two_tower_model",
+             "model_evaluation"}  # fmt: skip
+    assert keys == raw | set(WAREHOUSE_TABLES) | later
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
-        assert node.group_name in {"raw", "warehouse"}, key
+        assert node.group_name in {"raw", "warehouse", "features", "model"}, key
         assert node.kinds, key
         assert node.description, key
     checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
@@ -85,7 +83,12 @@ def test_definitions_load() -> None:
         for name in ("pandera_schema", "unique_key", "row_count_drift"):
             assert (table, name) in checks
     assert ("movie_links", "imdb_link_coverage") in checks
-    assert defs.resolve_job_def("ingest") is not None
+    assert {
+        ("model_evaluation", "predictions_in_range"),
+        ("model_evaluation", "beats_baselines"),
+    } <= checks
+    for job in ("ingest", "retrain", "full_refresh"):
+        assert defs.resolve_job_def(job) is not None
 
 
 def test_materialize_raw_to_warehouse_over_http(sample_mirror, tmp_path: Path) -> None:

@@ -1,0 +1,61 @@
+"""Model quality on a MovieLens release: the two-tower model beside the baselines (DESIGN.md §6).
+
+Runs exactly what the `rating_splits` -> `item_features` -> `two_tower_model` ->
+`model_evaluation` assets run, on an in-memory warehouse:
+
+    .venv/bin/python bench/model_quality.py --movielens ../shared/data/movielens/ml-latest-small
+
+Prints markdown tables (P1 and P2) and the training time; `--json PATH` also saves them.
+"""
+
+import argparse
+import json
+import resource
+import time
+from pathlib import Path
+
+from recommender_lib import splits, training, warehouse
+from recommender_lib.two_tower import TwoTowerParams
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--movielens", type=Path, required=True, help="extracted release folder")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--seed", type=int, default=TwoTowerParams().seed)
+    args = parser.parse_args()
+
+    conn = warehouse.connect(":memory:")
+    warehouse.load_movielens_ratings(conn, args.movielens)
+    warehouse.load_movielens_movies(conn, args.movielens)
+    warehouse.load_movie_links(conn, args.movielens)
+    splits.build_splits(conn)
+    params = TwoTowerParams(seed=args.seed)
+    p1, p2 = training.load_protocol(conn, splits.P1), training.load_protocol(conn, splits.P2)
+    features = {
+        proto: training.fit_protocol_features(conn, proto, params)
+        for proto in (splits.P1, splits.P2)
+    }
+
+    started = time.perf_counter()
+    model_p1 = training.train_model(p1, params, features[splits.P1])
+    p1_seconds = time.perf_counter() - started
+    model_p2 = training.train_model(p2, params, features[splits.P2])
+    report = training.evaluate_models(p1, model_p1, p2, model_p2)
+
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"P1 train rows {len(p1.train)}, validation {len(p1.validation)}, test {len(p1.heldout)}")
+    print(f"P1 model trained in {p1_seconds:.1f} s, {len(model_p1.history.get('loss', []))} epochs;"
+          f" peak RSS {rss_mb:.0f} MB\n")  # fmt: skip
+    print("P1 (per-user temporal holdout)\n" + report.p1.round(4).to_markdown(index=False))
+    print("\nP2 (cold start)\n" + report.p2.round(4).to_markdown(index=False))
+    failures = report.gate_failures()
+    print("\ngate:", "passes" if not failures else "; ".join(failures))
+    if args.json:
+        results = json.loads(report.to_json()) | {"p1_train_seconds": p1_seconds,
+                                                  "peak_rss_mb": rss_mb}  # fmt: skip
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Run-configurable parameters of the feature and model assets (editable in the launchpad)."""
+
+import dagster as dg
+
+from recommender_lib.splits import SplitConfig
+from recommender_lib.two_tower import TwoTowerParams
+
+
+class SplitsConfig(dg.Config):
+    """Evaluation protocols P1 (temporal holdout) and P2 (cold start), DESIGN.md §6."""
+
+    test_fraction: float = 0.2
+    validation_fraction: float = 0.1
+    cold_user_fraction: float = 0.2
+    reveal_k: list[int] = [3, 5, 10]
+    seed: int = 0
+
+    def to_lib(self) -> SplitConfig:
+        return SplitConfig(
+            test_fraction=self.test_fraction,
+            validation_fraction=self.validation_fraction,
+            cold_user_fraction=self.cold_user_fraction,
+            reveal_k=tuple(self.reveal_k),
+            seed=self.seed,
+        )
+
+
+_DEFAULTS = TwoTowerParams()
+
+
+class TwoTowerConfig(dg.Config):
+    """Hyper-parameters of the two-tower model and its features (see `TwoTowerParams`)."""
+
+    embedding_dim: int = _DEFAULTS.embedding_dim
+    tower_units: list[int] = list(_DEFAULTS.tower_units)
+    head_units: list[int] = list(_DEFAULTS.head_units)
+    dropout: float = _DEFAULTS.dropout
+    retrieval_weight: float = _DEFAULTS.retrieval_weight
+    temperature: float = _DEFAULTS.temperature
+    learning_rate: float = _DEFAULTS.learning_rate
+    batch_size: int = _DEFAULTS.batch_size
+    epochs: int = _DEFAULTS.epochs
+    patience: int = _DEFAULTS.patience
+    seed: int = _DEFAULTS.seed
+
+    def to_lib(self) -> TwoTowerParams:
+        return TwoTowerParams.from_dict(self.model_dump())
+
+
+class PromotionGateConfig(dg.Config):
+    """How much better than the baselines the model must be to pass the quality gate."""
+
+    rmse_margin: float = 0.0
+    ndcg_ratio: float = 1.0

@@ -1,0 +1,680 @@
+"""Two-tower ("Siamese") rating and retrieval model, Keras 3 on TensorFlow.
+
+* user tower: user feature vector (+ Gaussian noise while training) -> [dense -> batch-norm ->
+  GELU -> dropout] x L -> dense -> L2-normalised embedding `u`;
+* item tower: item feature vector (+ an optional item-id embedding, ids dropped to the OOV
+  bucket at random while training and always OOV for titles nobody rated, so features carry the
+  signal; off by default, it did not help) -> same blocks -> L2-normalised embedding `v` and a
+  scalar ranking bias `b`;
+* fusion head on [u, v, |u−v|, u⊙v, baseline] -> residual over the damped-bias baseline
+  (μ + b_item + b_user, read off the features) -> rating in stars (clipped to [0.5, 5]);
+* auxiliary retrieval loss: in-batch sampled softmax over rated pairs on u·v/τ + b with the
+  log-Q correction (in-batch negatives are popularity-sampled), so that
+  `u·v/τ + b + w·log(1 + train count)` ranks the catalogue on its own (`w`, the one fitted
+  constant of the ranking formula, is chosen on validation NDCG@10). `score_catalogue` runs the
+  user tower once per user and takes dot products with precomputed item embeddings.
+
+Training examples: user features from the ratings before each target (`prefix`), a share of
+rows re-featurised as cold users who revealed only their first k <= 10 ratings, item statistics
+without the target; early stopping on validation RMSE with the best weights restored.
+
+TensorFlow/Keras are imported inside functions only, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recommender_lib.features import (
+    FeatureTransform,
+    ItemFeatures,
+    baseline_prediction,
+    build_item_features,
+    check_ratings,
+    fit_feature_transform,
+    training_item_rows,
+    training_user_features,
+    user_feature_matrix,
+)
+
+MODEL_FILE = "two_tower.keras"
+TRANSFORM_FILE = "feature_transform.json"
+ITEMS_FILE = "item_features.npz"
+META_FILE = "two_tower.json"
+MIN_STARS, MAX_STARS = 0.5, 5.0
+POP_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # grid for the ranking's popularity weight
+
+
+@dataclass
+class TwoTowerParams:
+    """Hyper-parameters of features + model + training (a Dagster Config wraps these)."""
+
+    embedding_dim: int = 48
+    tower_units: tuple[int, ...] = (256, 128)
+    head_units: tuple[int, ...] = (128, 64)
+    dropout: float = 0.1
+    user_noise: float = 0.1  # std of Gaussian noise on user features while training
+    item_id_dim: int = 0  # 0 disables the item-id embedding
+    item_id_dropout: float = 0.3  # share of training rows whose item id is replaced by OOV
+    id_min_count: int = 1  # titles with fewer train ratings always use the OOV id
+    retrieval_weight: float = 0.5
+    temperature: float = 0.1
+    retrieval_min_rating: float = 0.0  # retrieval positives: train pairs rated >= this
+    logq_correction: bool = True
+    pop_weight: float | None = None  # ranking += w·log(1 + train count); None: fit on validation
+    learning_rate: float = 2e-3
+    lr_decay: bool = True  # cosine decay over `epochs`
+    weight_decay: float = 1e-4
+    batch_size: int = 512
+    epochs: int = 20
+    patience: int = 3
+    user_scheme: str = "prefix"  # training user features: "full" | "prefix" (see features.py)
+    item_loo: bool = True  # leave the target out of its title's statistics in training
+    cold_share: float = 0.3  # share of training rows given a short-history (cold-start) user
+    cold_max: int = 10  # longest revealed history of those rows
+    seed: int = 42
+    jit_compile: bool = False  # XLA for the training step (slower on small CPU runs)
+    # feature transform
+    item_lambda: float = 25.0
+    user_lambda: float = 10.0
+    mean_lambda: float = 5.0
+    genre_lambda: float = 5.0
+    share_alpha: float = 10.0
+    recent_window: int = 20
+    latent_dim: int = 32
+    latent_shrink: float = 5.0
+
+    def feature_params(self) -> dict[str, Any]:
+        names = ("item_lambda", "user_lambda", "mean_lambda", "genre_lambda", "share_alpha",
+                 "recent_window", "latent_dim", "latent_shrink", "seed")  # fmt: skip
+        return {n: getattr(self, n) for n in names}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tower_units"] = list(self.tower_units)
+        d["head_units"] = list(self.head_units)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TwoTowerParams:
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in data.items() if k in known}
+        for k in ("tower_units", "head_units"):
+            if k in d:
+                d[k] = tuple(int(x) for x in d[k])
+        return cls(**d)
+
+
+# ------------------------------------------------------------------------------ the networks
+
+
+def _block(x: Any, units: int, dropout: float, name: str) -> Any:
+    import keras
+
+    x = keras.layers.Dense(units, name=f"{name}_dense")(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = keras.layers.Activation("gelu", name=f"{name}_gelu")(x)
+    if dropout > 0:
+        x = keras.layers.Dropout(dropout, name=f"{name}_dropout")(x)
+    return x
+
+
+def build_networks(
+    n_user_features: int, n_item_features: int, n_item_ids: int, params: TwoTowerParams
+) -> dict[str, Any]:
+    """The user tower, item tower, fusion head and the composed rating model (functional)."""
+    import keras
+
+    ux = keras.Input((n_user_features,), name="user_features")
+    h = ux
+    if params.user_noise > 0:  # training-time only: blurs user identity, curbs memorisation
+        h = keras.layers.GaussianNoise(params.user_noise, seed=params.seed, name="user_noise")(h)
+    for j, units in enumerate(params.tower_units):
+        h = _block(h, units, params.dropout, f"user_{j}")
+    u = keras.layers.Dense(params.embedding_dim, name="user_project")(h)
+    u = keras.layers.UnitNormalization(name="user_embedding")(u)
+    user_tower = keras.Model(ux, u, name="user_tower")
+
+    ix = keras.Input((n_item_features,), name="item_features")
+    iid = keras.Input((), dtype="int32", name="item_index")
+    h = ix
+    if params.item_id_dim > 0:
+        e = keras.layers.Embedding(
+            n_item_ids + 1,
+            params.item_id_dim,
+            embeddings_regularizer=keras.regularizers.L2(1e-5),
+            name="item_id_embedding",
+        )(iid)
+        h = keras.layers.Concatenate(name="item_inputs")([ix, e])
+    for j, units in enumerate(params.tower_units):
+        h = _block(h, units, params.dropout, f"item_{j}")
+    v = keras.layers.Dense(params.embedding_dim, name="item_project")(h)
+    v = keras.layers.UnitNormalization(name="item_embedding")(v)
+    b = keras.layers.Dense(1, name="item_rank_bias")(h)
+    b = keras.layers.Reshape((), name="item_bias")(b)
+    item_tower = keras.Model([ix, iid], [v, b], name="item_tower")
+
+    hu = keras.Input((params.embedding_dim,), name="u")
+    hv = keras.Input((params.embedding_dim,), name="v")
+    base = keras.Input((1,), name="baseline")
+    diff = keras.layers.Subtract(name="u_minus_v")([hu, hv])
+    negdiff = keras.layers.Rescaling(-1.0, name="v_minus_u")(diff)
+    absdiff = keras.layers.Maximum(name="abs_diff")([diff, negdiff])
+    prod = keras.layers.Multiply(name="u_times_v")([hu, hv])
+    centred = keras.layers.Rescaling(1.0, offset=-3.5, name="baseline_centred")(base)
+    f = keras.layers.Concatenate(name="fusion")([hu, hv, absdiff, prod, centred])
+    for j, units in enumerate(params.head_units):
+        f = keras.layers.Dense(units, activation="gelu", name=f"head_{j}")(f)
+    res = keras.layers.Dense(1, name="residual")(f)
+    rating = keras.layers.Add(name="rating_unclipped")([base, res])
+    rating = keras.layers.Reshape((), name="rating")(rating)
+    head = keras.Model([hu, hv, base], rating, name="fusion_head")
+
+    in_u = keras.Input((n_user_features,), name="user_features")
+    in_i = keras.Input((n_item_features,), name="item_features")
+    in_id = keras.Input((), dtype="int32", name="item_index")
+    in_b = keras.Input((1,), name="baseline")
+    uu = user_tower(in_u)
+    vv, bb = item_tower([in_i, in_id])
+    out = head([uu, vv, in_b])
+    model = keras.Model(
+        {"user_features": in_u, "item_features": in_i, "item_index": in_id, "baseline": in_b},
+        {"rating": out, "user_embedding": uu, "item_embedding": vv, "item_bias": bb},
+        name="two_tower",
+    )
+    return {"model": model, "user_tower": user_tower, "item_tower": item_tower, "head": head}
+
+
+# --------------------------------------------------------------------------- trained model
+
+
+@dataclass
+class TrainedTwoTower:
+    """A trained two-tower model with its feature transform and catalogue item features.
+
+    Implements the `RatingModel` protocol of `recommender_lib.evaluation`.
+    """
+
+    model: Any  # the composed keras.Model (towers and head are nested models)
+    transform: FeatureTransform
+    items: ItemFeatures
+    params: TwoTowerParams
+    item_index: np.ndarray  # int32 id-embedding row of each catalogue item (0 = OOV)
+    temperature: float
+    pop_weight: float = 0.0
+    history: dict[str, list[float]] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    name: str = "two_tower"
+    _item_cache: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+
+    # --- sub-models
+    @property
+    def user_tower(self) -> Any:
+        return self.model.get_layer("user_tower")
+
+    @property
+    def item_tower(self) -> Any:
+        return self.model.get_layer("item_tower")
+
+    @property
+    def head(self) -> Any:
+        return self.model.get_layer("fusion_head")
+
+    # --- features
+    def _item_inputs(self, movie_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        idx = self.items.index_of(movie_ids)
+        rows = self.items.rows(movie_ids, self.transform)
+        ids = np.where(idx >= 0, self.item_index[np.maximum(idx, 0)], 0).astype(np.int32)
+        return rows, ids
+
+    def user_features(self, history: pd.DataFrame, user_ids: np.ndarray) -> np.ndarray:
+        hist = check_ratings(history) if len(history) else _empty_ratings()
+        return user_feature_matrix(hist, self.items, self.transform, user_ids)[1]
+
+    # --- embeddings
+    def user_embeddings(self, user_x: np.ndarray) -> np.ndarray:
+        return _predict(self.user_tower, user_x)
+
+    def _embed_items(self, rows: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        v, b = _predict(self.item_tower, [rows, ids])
+        return v, b
+
+    def _catalogue(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._item_cache is None:
+            rows = self.items.matrix
+            self._item_cache = self._embed_items(rows, self.item_index.astype(np.int32))
+        return self._item_cache
+
+    def item_embeddings(self, item_ids: np.ndarray | None = None) -> np.ndarray:
+        """L2-normalised item-tower embeddings (catalogue order when `item_ids` is None)."""
+        v, _ = self._item_vectors(item_ids)
+        return v
+
+    def item_biases(self, item_ids: np.ndarray | None = None) -> np.ndarray:
+        """The item-tower ranking bias of each title (without the popularity term)."""
+        if item_ids is None:
+            return self._catalogue()[1]
+        return self._item_vectors(item_ids, with_popularity=False)[1]
+
+    def _item_vectors(
+        self, item_ids: np.ndarray | None, *, with_popularity: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(embeddings, ranking biases) of `item_ids`; unknown ids go through the item tower."""
+        v, b = self._catalogue()
+        if with_popularity and self.pop_weight:
+            b = b + np.float32(self.pop_weight) * np.log1p(self.items.count).astype(np.float32)
+        if item_ids is None:
+            return v, b
+        ids = np.asarray(item_ids, dtype=np.int64)
+        idx = self.items.index_of(ids)
+        if (idx >= 0).all():
+            return v[idx], b[idx]
+        out_v, out_b = np.empty((len(ids), v.shape[1]), np.float32), np.empty(len(ids), np.float32)
+        out_v[idx >= 0], out_b[idx >= 0] = v[idx[idx >= 0]], b[idx[idx >= 0]]
+        unknown = ids[idx < 0]
+        if len(unknown):
+            uv, ub = self._embed_items(*self._item_inputs(unknown))
+            out_v[idx < 0], out_b[idx < 0] = uv, ub
+        return out_v, out_b
+
+    # --- RatingModel protocol
+    def predict(self, history: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
+        """Predicted stars for (user_id, movie_id) pairs given each user's known ratings."""
+        if len(pairs) == 0:
+            return np.zeros(0, dtype=np.float64)
+        users, inv = np.unique(pairs["user_id"].to_numpy(np.int64), return_inverse=True)
+        items, jnv = np.unique(pairs["movie_id"].to_numpy(np.int64), return_inverse=True)
+        ux = self.user_features(history, users)
+        u = self.user_embeddings(ux)
+        v, _ = self._item_vectors(items)
+        base = baseline_prediction(ux[inv], self.items.biases(items)[jnv], self.transform)
+        pred = _predict(self.head, [u[inv], v[jnv], base[:, None].astype(np.float32)])
+        return np.clip(pred.astype(np.float64), MIN_STARS, MAX_STARS)
+
+    def score_catalogue(
+        self, history: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray
+    ) -> np.ndarray:
+        """(n_users, n_items) ranking scores u·v/τ + b_item: one user-tower pass per user.
+
+        b_item = the item tower's ranking bias + `pop_weight`·log(1 + train ratings of the title).
+        """
+        ux = self.user_features(history, np.asarray(user_ids, dtype=np.int64))
+        u = self.user_embeddings(ux)
+        v, b = self._item_vectors(np.asarray(item_ids, dtype=np.int64))
+        return (u @ v.T) / self.temperature + b[None, :]
+
+    def score_from_ratings(self, ratings: pd.DataFrame, item_ids: np.ndarray) -> np.ndarray:
+        """Ranking scores for one (possibly new) user from their list of ratings.
+
+        `ratings`: `movie_id`, `rating` and optionally `rating_ts` (default: end of train).
+        """
+        df = ratings.copy()
+        df["user_id"] = -1
+        if "rating_ts" not in df.columns:
+            df["rating_ts"] = np.int64(self.transform.train_end_ts)
+        return self.score_catalogue(df, np.array([-1]), item_ids)[0]
+
+    def predict_from_ratings(self, ratings: pd.DataFrame, item_ids: np.ndarray) -> np.ndarray:
+        """Predicted stars of `item_ids` for one (possibly new) user from their ratings."""
+        df = ratings.copy()
+        df["user_id"] = -1
+        if "rating_ts" not in df.columns:
+            df["rating_ts"] = np.int64(self.transform.train_end_ts)
+        pairs = pd.DataFrame({"user_id": -1, "movie_id": np.asarray(item_ids, dtype=np.int64)})
+        return self.predict(df, pairs)
+
+    # --- persistence
+    def save(self, directory: str | Path) -> Path:
+        """Write the Keras model, the JSON transform, the item features and a JSON manifest."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        self.model.save(out / MODEL_FILE)
+        (out / TRANSFORM_FILE).write_text(self.transform.to_json())
+        self.items.to_npz(out / ITEMS_FILE)
+        meta = {
+            "name": self.name,
+            "params": self.params.to_dict(),
+            "temperature": self.temperature,
+            "pop_weight": self.pop_weight,
+            "history": self.history,
+            "info": self.info,
+        }
+        (out / META_FILE).write_text(json.dumps(meta, indent=1, default=_json_default))
+        np.save(out / "item_index.npy", self.item_index, allow_pickle=False)
+        return out
+
+    @classmethod
+    def load(cls, directory: str | Path) -> TrainedTwoTower:
+        import keras
+
+        d = Path(directory)
+        model = keras.saving.load_model(d / MODEL_FILE, compile=False)
+        meta = json.loads((d / META_FILE).read_text())
+        return cls(
+            model=model,
+            transform=FeatureTransform.from_json((d / TRANSFORM_FILE).read_text()),
+            items=ItemFeatures.from_npz(d / ITEMS_FILE),
+            params=TwoTowerParams.from_dict(meta["params"]),
+            item_index=np.load(d / "item_index.npy", allow_pickle=False),
+            temperature=float(meta["temperature"]),
+            pop_weight=float(meta.get("pop_weight", 0.0)),
+            history=meta.get("history", {}),
+            info=meta.get("info", {}),
+            name=meta.get("name", "two_tower"),
+        )
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def _empty_ratings() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "user_id": np.zeros(0, np.int64),
+            "movie_id": np.zeros(0, np.int64),
+            "rating": np.zeros(0, np.float64),
+            "rating_ts": np.zeros(0, np.int64),
+        }
+    )
+
+
+def _predict(model: Any, inputs: Any, batch_size: int = 8192) -> Any:
+    """Run `model` in inference mode over big arrays in chunks (no tf.data, no callbacks)."""
+    arrays = inputs if isinstance(inputs, list) else [inputs]
+    n = len(arrays[0])
+    outs: list[Any] = []
+    for start in range(0, max(n, 1), batch_size):
+        chunk = [a[start : start + batch_size] for a in arrays]
+        res = model(chunk if isinstance(inputs, list) else chunk[0], training=False)
+        res = [np.asarray(r) for r in res] if isinstance(res, list | tuple) else np.asarray(res)
+        outs.append(res)
+        if n == 0:
+            break
+    if isinstance(outs[0], list):
+        return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
+    return np.concatenate(outs)
+
+
+# -------------------------------------------------------------------------------- training
+
+
+def _item_id_index(items: ItemFeatures, min_count: int) -> np.ndarray:
+    """Embedding row per catalogue item: 1.. for titles with >= min_count ratings, else 0 (OOV)."""
+    keep = items.count >= max(min_count, 1)
+    index = np.zeros(len(items), dtype=np.int32)
+    index[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return index
+
+
+def _ndcg_at_10(scores: np.ndarray, seen: list[np.ndarray], relevant: list[np.ndarray]) -> float:
+    """Mean NDCG@10 (binary relevance) with already-seen items excluded; for monitoring."""
+    k = 10
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    vals = []
+    for row, (s, rel) in enumerate(zip(seen, relevant, strict=True)):
+        if len(rel) == 0:
+            continue
+        sc = scores[row].copy()
+        sc[s] = -np.inf
+        top = np.argpartition(-sc, k)[:k] if len(sc) > k else np.arange(len(sc))
+        top = top[np.argsort(-sc[top], kind="stable")]
+        hits = np.isin(top, rel).astype(np.float64)
+        vals.append(float((hits * disc).sum() / disc[: min(k, len(rel))].sum()))
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def train_two_tower(
+    train: pd.DataFrame,
+    validation: pd.DataFrame | None,
+    items: ItemFeatures,
+    transform: FeatureTransform,
+    params: TwoTowerParams | None = None,
+    *,
+    validation_history: pd.DataFrame | None = None,
+    log: Callable[[str], None] | None = None,
+    on_epoch: Callable[[int, TrainedTwoTower], None] | None = None,
+) -> TrainedTwoTower:
+    """Train on `train`, early-stop on validation RMSE (best weights restored).
+
+    `items`/`transform` must come from `train` only (see `fit_features`). Validation users'
+    features come from `validation_history` (default: `train`), as at test time.
+    """
+    import keras
+    import tensorflow as tf
+
+    p = params or TwoTowerParams()
+    keras.utils.set_random_seed(p.seed)
+    t0 = time.perf_counter()
+    train = check_ratings(train)
+    item_index = _item_id_index(items, p.id_min_count)
+    n_ids = int(item_index.max()) if len(item_index) else 0
+
+    # Training examples: user features by the chosen scheme, item rows without the target.
+    ux = training_user_features(
+        train, items, transform, p.user_scheme,  # type: ignore[arg-type]
+        cold_share=p.cold_share, cold_max=p.cold_max, seed=p.seed,
+    )  # fmt: skip
+    idx = items.index_of(train["movie_id"].to_numpy())
+    if (idx < 0).any():
+        raise ValueError("train references titles outside the item features")
+    ix = training_item_rows(train, items, transform) if p.item_loo else items.matrix[idx]
+    ids = item_index[idx]
+    base = baseline_prediction(ux, ix[:, transform.item_bias_column], transform)
+    y = train["rating"].to_numpy(np.float32)
+    pos = (y >= p.retrieval_min_rating).astype(np.float32)
+    freq = np.bincount(idx, minlength=len(items)).astype(np.float64)
+    logq = np.log(np.maximum(freq[idx], 1.0) / max(len(train), 1)).astype(np.float32)
+
+    nets = build_networks(ux.shape[1], ix.shape[1], n_ids, p)
+    model, user_tower, item_tower, head = (
+        nets["model"], nets["user_tower"], nets["item_tower"], nets["head"]
+    )  # fmt: skip
+    steps_per_epoch = max(len(train) // p.batch_size, 1)
+    lr: Any = p.learning_rate
+    if p.lr_decay:
+        lr = keras.optimizers.schedules.CosineDecay(
+            p.learning_rate, decay_steps=steps_per_epoch * p.epochs, alpha=0.05
+        )
+    opt = keras.optimizers.AdamW(learning_rate=lr, weight_decay=p.weight_decay)
+
+    ds = tf.data.Dataset.from_tensor_slices(
+        {
+            "ux": ux.astype(np.float32),
+            "ix": ix.astype(np.float32),
+            "ids": ids.astype(np.int32),
+            "base": base.astype(np.float32),
+            "y": y,
+            "pos": pos,
+            "logq": logq,
+        }
+    ).cache()
+    ds = ds.shuffle(len(train), seed=p.seed, reshuffle_each_iteration=True)
+    ds = ds.batch(p.batch_size, drop_remainder=len(train) > p.batch_size)
+    drop_rate = float(p.item_id_dropout)
+
+    def drop_ids(batch: dict[str, Any]) -> dict[str, Any]:
+        keep = tf.random.uniform(tf.shape(batch["ids"]), seed=p.seed) >= drop_rate
+        batch["ids_in"] = tf.where(keep, batch["ids"], tf.zeros_like(batch["ids"]))
+        return batch
+
+    ds = ds.map(drop_ids, num_parallel_calls=1, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    tau = float(p.temperature)
+    w_ret = float(p.retrieval_weight)
+    variables = model.trainable_variables
+
+    @tf.function(reduce_retracing=True, jit_compile=p.jit_compile)
+    def train_step(batch: dict[str, Any]) -> tuple[Any, Any]:
+        with tf.GradientTape() as tape:
+            u = user_tower(batch["ux"], training=True)
+            v, b = item_tower([batch["ix"], batch["ids_in"]], training=True)
+            pred = head([u, v, batch["base"][:, None]], training=True)
+            mse = tf.reduce_mean(tf.square(batch["y"] - pred))
+            loss = mse
+            ret = tf.constant(0.0)
+            if w_ret > 0:
+                logits = tf.matmul(u, v, transpose_b=True) / tau + b[None, :]
+                if p.logq_correction:
+                    logits = logits - batch["logq"][None, :]
+                same = tf.equal(batch["ids"][:, None], batch["ids"][None, :])
+                same = tf.logical_and(same, batch["ids"][:, None] > 0)
+                eye = tf.eye(tf.shape(u)[0], dtype=tf.bool)
+                logits = tf.where(tf.logical_and(same, ~eye), -1e9, logits)
+                labels = tf.range(tf.shape(u)[0])
+                ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+                wpos = batch["pos"]
+                ret = tf.reduce_sum(ce * wpos) / tf.maximum(tf.reduce_sum(wpos), 1.0)
+                loss = loss + w_ret * ret
+            reg = tf.add_n(model.losses) if model.losses else tf.constant(0.0)
+            loss = loss + reg
+        grads = tape.gradient(loss, variables)
+        opt.apply_gradients(zip(grads, variables, strict=True))
+        return mse, ret
+
+    # Validation inputs: users' features from their train history, catalogue item rows.
+    val = None
+    if validation is not None and len(validation):
+        val = check_ratings(validation)
+        vhist = check_ratings(validation_history) if validation_history is not None else train
+        v_users, v_inv = np.unique(val["user_id"].to_numpy(), return_inverse=True)
+        vux = user_feature_matrix(vhist, items, transform, v_users)[1]
+        vidx = items.index_of(val["movie_id"].to_numpy())
+        v_movies, v_jnv = np.unique(val["movie_id"].to_numpy(), return_inverse=True)
+        v_pos = items.index_of(v_movies)
+        v_rows = items.rows(v_movies, transform)
+        v_ids = np.where(v_pos >= 0, item_index[np.maximum(v_pos, 0)], 0).astype(np.int32)
+        vbase = baseline_prediction(vux[v_inv], items.biases(val["movie_id"]), transform)
+        vy = val["rating"].to_numpy(np.float64)
+        hist_idx = items.index_of(vhist["movie_id"].to_numpy())
+        seen = pd.Series(hist_idx).groupby(vhist["user_id"].to_numpy()).agg(list)
+        seen_l = [np.asarray(seen.get(u, []), dtype=np.int64) for u in v_users]
+        rel = pd.Series(vidx).groupby(val["user_id"].to_numpy()).agg(list)
+        rel_l = [np.asarray([i for i in rel.get(u, []) if i >= 0], np.int64) for u in v_users]
+
+    history: dict[str, list[float]] = {
+        k: [] for k in ("loss_mse", "loss_retrieval", "val_rmse", "val_ndcg10", "seconds")
+    }
+    best_rmse, best_epoch, best_weights, waited = math.inf, -1, None, 0
+    for epoch in range(p.epochs):
+        te = time.perf_counter()
+        mses, rets = [], []
+        for batch in ds:
+            m, r = train_step(batch)
+            mses.append(float(m))
+            rets.append(float(r))
+        history["loss_mse"].append(float(np.mean(mses)))
+        history["loss_retrieval"].append(float(np.mean(rets)))
+        if val is not None:
+            u = _predict(user_tower, vux)
+            iv, ib = _predict(item_tower, [items.matrix, item_index])
+            vv = _predict(item_tower, [v_rows, v_ids])[0][v_jnv]
+            pred = _predict(head, [u[v_inv], vv, vbase[:, None].astype(np.float32)])
+            rmse = float(np.sqrt(np.mean((np.clip(pred, MIN_STARS, MAX_STARS) - vy) ** 2)))
+            ndcg = _ndcg_at_10(u @ iv.T / tau + ib[None, :], seen_l, rel_l)
+            history["val_rmse"].append(rmse)
+            history["val_ndcg10"].append(ndcg)
+        else:
+            rmse = history["loss_mse"][-1]
+        history["seconds"].append(time.perf_counter() - te)
+        if log:
+            log(
+                f"epoch {epoch + 1}: mse {history['loss_mse'][-1]:.4f} "
+                f"ret {history['loss_retrieval'][-1]:.3f} "
+                + (
+                    f"val_rmse {rmse:.4f} val_ndcg10 {history['val_ndcg10'][-1]:.4f} "
+                    if val is not None
+                    else ""
+                )
+                + f"({history['seconds'][-1]:.1f}s)"
+            )
+        if on_epoch is not None:
+            on_epoch(epoch, _wrap(model, transform, items, p, item_index, tau, history, {}))
+        if rmse < best_rmse - 1e-5:
+            best_rmse, best_epoch, waited = rmse, epoch, 0
+            best_weights = model.get_weights()
+        else:
+            waited += 1
+            if waited >= p.patience:
+                break
+    if best_weights is not None:
+        model.set_weights(best_weights)
+    pop_weight, pop_search = float(p.pop_weight or 0.0), {}
+    if p.pop_weight is None and val is not None:
+        # The ranking formula's one fitted constant, chosen on validation NDCG@10.
+        u = _predict(user_tower, vux)
+        iv, ib = _predict(item_tower, [items.matrix, item_index])
+        scores = u @ iv.T / tau + ib[None, :]
+        log_count = np.log1p(items.count).astype(np.float32)[None, :]
+        pop_search = {w: _ndcg_at_10(scores + w * log_count, seen_l, rel_l) for w in POP_WEIGHTS}
+        if any(np.isfinite(v) for v in pop_search.values()):
+            pop_weight = max(pop_search, key=lambda w: (np.nan_to_num(pop_search[w], nan=-1), -w))
+    info = {
+        "best_epoch": best_epoch + 1,
+        "epochs_run": len(history["loss_mse"]),
+        "best_val_rmse": best_rmse if val is not None else None,
+        "train_rows": len(train),
+        "train_seconds": round(time.perf_counter() - t0, 2),
+        "n_item_ids": n_ids,
+        "pop_weight": pop_weight,
+        "pop_weight_val_ndcg10": {str(k): v for k, v in pop_search.items()},
+    }
+    return _wrap(model, transform, items, p, item_index, tau, history, info, pop_weight)
+
+
+def _wrap(
+    model: Any,
+    transform: FeatureTransform,
+    items: ItemFeatures,
+    params: TwoTowerParams,
+    item_index: np.ndarray,
+    tau: float,
+    history: dict[str, list[float]],
+    info: dict[str, Any],
+    pop_weight: float = 0.0,
+) -> TrainedTwoTower:
+    return TrainedTwoTower(
+        model=model,
+        transform=transform,
+        items=items,
+        params=params,
+        item_index=item_index,
+        temperature=tau,
+        pop_weight=pop_weight,
+        history=history,
+        info=info,
+    )
+
+
+def fit_features(
+    conn: Any, train: pd.DataFrame, params: TwoTowerParams | None = None, **kwargs: Any
+) -> tuple[FeatureTransform, ItemFeatures]:
+    """Fit the feature transform and build the catalogue's item features from `train` only."""
+    p = params or TwoTowerParams()
+    transform = fit_feature_transform(conn, train, **p.feature_params(), **kwargs)
+    return transform, build_item_features(conn, train, transform, **kwargs)
+
+
+def fit_two_tower(
+    conn: Any,
+    train: pd.DataFrame,
+    validation: pd.DataFrame | None,
+    params: TwoTowerParams | None = None,
+    **kwargs: Any,
+) -> TrainedTwoTower:
+    """Features from `train` + `train_two_tower` in one call (what the Dagster asset runs)."""
+    p = params or TwoTowerParams()
+    transform, items = fit_features(conn, train, p)
+    return train_two_tower(train, validation, items, transform, p, **kwargs)

@@ -1,0 +1,245 @@
+"""Model features: train-only, one code path for training and serving, every title covered."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from recommender_lib import features as F
+from recommender_lib import warehouse
+from recommender_lib.formats import IMDB_BASICS_COLUMNS, IMDB_RATINGS_COLUMNS
+from recommender_lib.integrity import extract_zip
+from recommender_lib.splits import P1, build_splits, load_split
+
+SMALL = {"latent_dim": 4}
+
+
+@pytest.fixture(scope="module")
+def sample_conn(sample_mirror, tmp_path_factory) -> duckdb.DuckDBPyConnection:
+    """The small generated mirror loaded into an in-memory warehouse, with the P1/P2 splits."""
+    release = extract_zip(sample_mirror.movielens_zip, tmp_path_factory.mktemp("ml"))
+    ml = release / "ml-latest-small"
+    conn = warehouse.connect(":memory:")
+    warehouse.load_movielens_ratings(conn, ml)
+    warehouse.load_movielens_movies(conn, ml)
+    warehouse.load_movie_links(conn, ml)
+    warehouse.load_imdb_titles(conn, sample_mirror.basics, sample_mirror.ratings)
+    build_splits(conn)
+    return conn
+
+
+@pytest.fixture(scope="module")
+def fitted(sample_conn):
+    train = load_split(sample_conn, P1, "train")
+    transform = F.fit_feature_transform(sample_conn, train, **SMALL)
+    items = F.build_item_features(sample_conn, train, transform)
+    return train, transform, items
+
+
+def test_features_come_from_train_alone(sample_conn, fitted) -> None:
+    train, transform, items = fitted
+    conn = sample_conn.cursor()
+    # Add rows to the warehouse that are not in train (test rows, a brand-new user).
+    # The warehouse already holds the validation/test rows; add a brand-new user on top.
+    conn.execute(
+        "INSERT INTO movielens_ratings SELECT 999999, movie_id, 0.5, 1600000000, "
+        "make_timestamp(1600000000::BIGINT * 1000000) FROM movielens_movies LIMIT 50"
+    )
+    try:
+        again = F.fit_feature_transform(conn, train, **SMALL)
+        items2 = F.build_item_features(conn, train, again)
+    finally:
+        conn.execute("DELETE FROM movielens_ratings WHERE user_id = 999999")
+    assert again.to_json() == transform.to_json()
+    np.testing.assert_array_equal(items2.matrix, items.matrix)
+    np.testing.assert_array_equal(items2.latent, items.latent)
+    # ...while the train split itself does matter.
+    fewer = F.build_item_features(sample_conn, train.iloc[: len(train) // 2], transform)
+    assert not np.array_equal(fewer.matrix, items.matrix)
+
+
+def test_statistics_match_train(fitted) -> None:
+    train, transform, items = fitted
+    assert transform.global_mean == pytest.approx(train["rating"].mean())
+    counts = train.groupby("movie_id").size()
+    idx = items.index_of(counts.index.to_numpy())
+    np.testing.assert_array_equal(items.count[idx], counts.to_numpy())
+    sums = train.groupby("movie_id")["rating"].sum()
+    expected_bias = (sums - counts * transform.global_mean) / (counts + transform.item_lambda)
+    np.testing.assert_allclose(items.bias[idx], expected_bias.to_numpy(), atol=1e-9)
+
+
+def test_every_catalogue_title_has_a_row(sample_conn, fitted) -> None:
+    train, transform, items = fitted
+    n_movies = sample_conn.execute("SELECT count(*) FROM movielens_movies").fetchone()[0]
+    assert len(items) == n_movies
+    assert np.isfinite(items.matrix).all()
+    unrated = ~np.isin(items.item_ids, train["movie_id"].unique())
+    assert unrated.any()
+    col = transform.item_columns.index
+    assert (items.matrix[unrated, col("ml_unrated")] == 1).all()
+    assert (items.matrix[~unrated, col("ml_unrated")] == 0).all()
+    assert (items.latent[unrated] == 0).all()
+    assert (items.bias[unrated] == 0).all()
+    # IMDb features exist for linked titles in the generated mirror, missing for the others.
+    imdb_missing = items.matrix[:, col("imdb_missing")]
+    assert 0 < imdb_missing.mean() < 1
+    assert (items.matrix[imdb_missing == 1, col("imdb_rating")] == 0).all()
+
+
+def test_serving_vector_equals_training_vector(fitted) -> None:
+    train, transform, items = fitted
+    user = int(train["user_id"].value_counts().index[0])
+    mine = train[train["user_id"] == user].sort_values(["rating_ts", "movie_id"])
+    served = F.user_features_from_ratings(mine[["movie_id", "rating", "rating_ts"]], items,
+                                          transform)  # fmt: skip
+    users, matrix = F.user_feature_matrix(train, items, transform)
+    np.testing.assert_array_equal(served, matrix[np.searchsorted(users, user)])
+    full = F.training_user_features(train, items, transform, "full")
+    rows = np.flatnonzero(train["user_id"].to_numpy() == user)
+    np.testing.assert_array_equal(full[rows], np.tile(served, (len(rows), 1)))
+    # prefix: the features of each rating come from the ratings before it, nothing else.
+    prefix = F.training_user_features(train, items, transform, "prefix")
+    loo = F.training_user_features(train, items, transform, "loo")
+    for p in (0, 1, 2, len(mine) // 2, len(mine) - 1):
+        row = mine.index[p]
+        before = F.user_features_from_ratings(mine.iloc[:p], items, transform)
+        np.testing.assert_allclose(prefix[row], before, atol=1e-5)
+        others = F.user_features_from_ratings(mine.drop(index=row), items, transform)
+        np.testing.assert_allclose(loo[row], others, atol=1e-5)
+    # input order does not matter
+    shuffled = mine.sample(frac=1.0, random_state=1)
+    np.testing.assert_array_equal(F.user_features_from_ratings(shuffled, items, transform), served)
+
+
+def test_prefix_features_never_see_the_target(fitted) -> None:
+    train, transform, items = fitted
+    changed = train.copy()
+    rows = changed.groupby("user_id").tail(1).index  # every user's latest rating
+    changed.loc[rows, "rating"] = np.where(changed.loc[rows, "rating"] > 3, 0.5, 5.0)
+    a = F.training_user_features(train, items, transform, "prefix")
+    b = F.training_user_features(changed, items, transform, "prefix")
+    np.testing.assert_array_equal(a[rows], b[rows])
+
+
+def test_cold_start_vectors(fitted) -> None:
+    train, transform, items = fitted
+    empty = F.user_features_from_ratings(train.iloc[:0], items, transform)
+    np.testing.assert_array_equal(empty, F.empty_user_features(transform))
+    assert empty.shape == (len(transform.user_columns),)
+    movie = int(items.item_ids[0])
+    one = F.user_features_from_ratings(
+        pd.DataFrame({"movie_id": [movie], "rating": [5.0], "rating_ts": [1_500_000_000]}),
+        items,
+        transform,
+    )
+    assert np.isfinite(one).all() and not np.array_equal(one, empty)
+    assert one[transform.user_columns.index("u_bias")] > 0
+    unknown = F.user_features_from_ratings(
+        pd.DataFrame({"movie_id": [-42], "rating": [4.0], "rating_ts": [1_500_000_000]}),
+        items,
+        transform,
+    )
+    assert np.isfinite(unknown).all()
+    # with user_ids, users without ratings get the empty vector
+    _, matrix = F.user_feature_matrix(train, items, transform, np.array([-1, 10**9]))
+    np.testing.assert_array_equal(matrix, np.tile(empty, (2, 1)))
+
+
+def test_training_item_rows_leave_the_target_out(fitted) -> None:
+    train, transform, items = fitted
+    rows = F.training_item_rows(train, items, transform)
+    col = transform.item_columns.index
+    idx = items.index_of(train["movie_id"].to_numpy())
+    n = items.count[idx] - 1.0
+    expected = transform.scale("ml_log_count", np.log1p(n))
+    np.testing.assert_allclose(rows[:, col("ml_log_count")], expected, atol=1e-5)
+    s = items.rating_sum[idx] - train["rating"].to_numpy()
+    bias = (s - n * transform.global_mean) / (n + transform.item_lambda)
+    np.testing.assert_allclose(rows[:, col("ml_bias")], bias, atol=1e-5)
+    genres = [col(f"genre:{g}") for g in transform.genres]
+    np.testing.assert_array_equal(rows[:, genres], items.matrix[idx][:, genres])
+
+
+def test_transform_json_round_trip(fitted, tmp_path: Path) -> None:
+    train, transform, items = fitted
+    text = transform.to_json()
+    json.loads(text)  # plain JSON
+    back = F.FeatureTransform.from_json(text)
+    assert back == transform
+    np.testing.assert_array_equal(
+        F.user_feature_matrix(train, items, back)[1],
+        F.user_feature_matrix(train, items, transform)[1],
+    )
+    items.to_npz(tmp_path / "items.npz")
+    loaded = F.ItemFeatures.from_npz(tmp_path / "items.npz")
+    for name in F.ItemFeatures.ARRAYS:
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(items, name))
+    with pytest.raises(ValueError, match="version"):
+        F.FeatureTransform.from_json(text.replace('"version": 1', '"version": 99'))
+
+
+def _tsv_gz(path: Path, header: tuple[str, ...], rows: list[str]) -> Path:
+    with gzip.open(path, "wt", encoding="utf-8", newline="") as f:
+        f.write("\t".join(header) + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_unknown_genres_missing_imdb_and_imdb_only_titles(tmp_path: Path) -> None:
+    ml = tmp_path / "ml"
+    ml.mkdir()
+    (ml / "movies.csv").write_text(
+        "movieId,title,genres\n1,Known (1995),Comedy|Superhero\n2,No Genres,(no genres listed)\n"
+        "3,Unlinked (2001),Drama\n"
+    )
+    (ml / "links.csv").write_text("movieId,imdbId,tmdbId\n1,0000001,\n2,0000002,5\n3,0000404,\n")
+    (ml / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,1,4.0,1000000000\n1,2,3.0,1000000100\n"
+        "2,1,5.0,1000000200\n"
+    )
+    basics = _tsv_gz(tmp_path / "b.tsv.gz", IMDB_BASICS_COLUMNS, [
+        "tt0000001\tmovie\tKnown\tKnown\t0\t1995\t\\N\t\\N\tComedy",
+        "tt0000002\tmovie\tNo Genres\tNo Genres\t0\t\\N\t\\N\t95\tFamily,Biography",
+        "tt0000007\tmovie\tIMDb only\tIMDb only\t0\t2010\t\\N\t120\tFamily,Game-Show",
+        "tt0000008\ttvEpisode\tEpisode\tEpisode\t0\t2010\t\\N\t20\tDrama",
+    ])  # fmt: skip
+    ratings = _tsv_gz(tmp_path / "r.tsv.gz", IMDB_RATINGS_COLUMNS, [
+        "tt0000001\t7.0\t1000", "tt0000002\t6.0\t50", "tt0000007\t8.0\t5000",
+        "tt0000008\t9.0\t9000",
+    ])  # fmt: skip
+    conn = warehouse.connect(":memory:")
+    warehouse.load_movielens_movies(conn, ml)
+    warehouse.load_movie_links(conn, ml)
+    warehouse.load_movielens_ratings(conn, ml)
+    train = conn.execute("SELECT * FROM movielens_ratings").df()
+    # Without IMDb at all (as on real MovieLens here): indicators, no failure.
+    t0 = F.fit_feature_transform(conn, train, latent_dim=2)
+    i0 = F.build_item_features(conn, train, t0)
+    assert (i0.matrix[:, t0.item_columns.index("imdb_missing")] == 1).all()
+    assert np.isfinite(i0.matrix).all()
+
+    warehouse.load_imdb_titles(conn, basics, ratings)
+    t = F.fit_feature_transform(conn, train, latent_dim=2)
+    items = F.build_item_features(conn, train, t, imdb_min_votes=100)
+    col = t.item_columns.index
+    row = {int(i): items.matrix[j] for j, i in enumerate(items.item_ids)}
+    assert set(row) == {1, 2, 3, F.imdb_only_item_id("tt0000007")}  # no episodes
+    known, no_genre, unlinked = row[1], row[2], row[3]
+    imdb_only = row[F.imdb_only_item_id("tt0000007")]
+    assert known[col("genre:Comedy")] == 1 and known[col("genre_other")] == 1  # "Superhero"
+    assert known[col("runtime_missing")] == 1 and known[col("imdb_missing")] == 0
+    # no MovieLens genres -> IMDb genres mapped (Family -> Children, Biography -> Drama)
+    assert no_genre[col("genre:Children")] == 1 and no_genre[col("genre:Drama")] == 1
+    assert no_genre[col("year_missing")] == 1 and no_genre[col("runtime_missing")] == 0
+    assert unlinked[col("imdb_missing")] == 1 and unlinked[col("genre:Drama")] == 1
+    assert imdb_only[col("genre:Children")] == 1 and imdb_only[col("genre_other")] == 1
+    assert imdb_only[col("ml_unrated")] == 1 and imdb_only[col("imdb_missing")] == 0
+    assert np.isfinite(items.matrix).all()
+    unknown = F.unknown_item_row(t)
+    assert unknown[col("ml_unrated")] == 1 and unknown[col("genre_none")] == 1

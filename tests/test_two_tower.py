@@ -1,0 +1,148 @@
+"""Two-tower model: trains in seconds on tiny data, predicts stars, ranks, saves, cold-starts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recommender_lib import warehouse
+from recommender_lib.integrity import extract_zip
+from recommender_lib.splits import P1, build_splits, load_split
+from recommender_lib.two_tower import (
+    TrainedTwoTower,
+    TwoTowerParams,
+    fit_features,
+    fit_two_tower,
+    train_two_tower,
+)
+
+TINY = TwoTowerParams(
+    embedding_dim=8, tower_units=(32,), head_units=(16,), epochs=3, patience=2, batch_size=256,
+    latent_dim=4, cold_share=0.3, user_noise=0.1,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data(sample_mirror, tmp_path_factory):
+    release = extract_zip(sample_mirror.movielens_zip, tmp_path_factory.mktemp("ml"))
+    ml = release / "ml-latest-small"
+    conn = warehouse.connect(":memory:")
+    warehouse.load_movielens_ratings(conn, ml)
+    warehouse.load_movielens_movies(conn, ml)
+    warehouse.load_movie_links(conn, ml)
+    warehouse.load_imdb_titles(conn, sample_mirror.basics, sample_mirror.ratings)
+    build_splits(conn)
+    train = load_split(conn, P1, "train")
+    validation = load_split(conn, P1, "validation")
+    test = load_split(conn, P1, "test")
+    return conn, train, validation, test
+
+
+@pytest.fixture(scope="module")
+def trained(data) -> TrainedTwoTower:
+    conn, train, validation, _ = data
+    return fit_two_tower(conn, train, validation, TINY)
+
+
+def test_tiny_model_trains_with_history(trained: TrainedTwoTower) -> None:
+    h = trained.history
+    assert 1 <= len(h["loss_mse"]) <= TINY.epochs
+    assert len(h["val_rmse"]) == len(h["loss_mse"]) == len(h["loss_retrieval"])
+    assert all(np.isfinite(h["val_rmse"]))
+    assert trained.info["best_val_rmse"] == pytest.approx(min(h["val_rmse"]))
+    assert trained.info["train_seconds"] < 60
+
+
+def test_predictions_are_stars(data, trained: TrainedTwoTower) -> None:
+    _, train, validation, test = data
+    history = pd.concat([train, validation])
+    pred = trained.predict(history, test[["user_id", "movie_id"]])
+    assert pred.shape == (len(test),)
+    assert np.isfinite(pred).all()
+    assert pred.min() >= 0.5 and pred.max() <= 5.0
+    assert pred.std() > 0.05  # not a constant
+    # unknown titles and unknown users still get finite predictions
+    odd = pd.DataFrame({"user_id": [10**9, int(train.user_id.iloc[0])], "movie_id": [1, -7]})
+    assert np.isfinite(trained.predict(history, odd)).all()
+
+
+def test_score_catalogue_is_a_dot_product(data, trained: TrainedTwoTower) -> None:
+    _, train, _, _ = data
+    users = np.sort(train["user_id"].unique())[:5]
+    items = trained.items.item_ids
+    scores = trained.score_catalogue(train, users, items)
+    assert scores.shape == (len(users), len(items))
+    assert np.isfinite(scores).all()
+    ux = trained.user_features(train, users)
+    u = trained.user_embeddings(ux)
+    v = trained.item_embeddings(items)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
+    expected = u @ v.T / trained.temperature + trained.item_biases(items)[None, :]
+    expected += trained.pop_weight * np.log1p(trained.items.count)[None, :]
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-3)
+    # a subset / reordering of items gives the same columns; unknown ids are scored too
+    sub = np.array([items[3], items[0], -99])
+    part = trained.score_catalogue(train, users, sub)
+    np.testing.assert_allclose(part[:, :2], scores[:, [3, 0]], rtol=1e-5, atol=1e-5)
+    assert np.isfinite(part).all()
+
+
+def test_cold_start_from_one_rating(trained: TrainedTwoTower) -> None:
+    movie = int(trained.items.item_ids[np.argmax(trained.items.count)])
+    one = pd.DataFrame({"user_id": [-5], "movie_id": [movie], "rating": [5.0],
+                        "rating_ts": [1_600_000_000]})  # fmt: skip
+    pairs = pd.DataFrame({"user_id": [-5, -5], "movie_id": trained.items.item_ids[:2]})
+    pred = trained.predict(one, pairs)
+    assert np.isfinite(pred).all() and ((pred >= 0.5) & (pred <= 5.0)).all()
+    scores = trained.score_from_ratings(one[["movie_id", "rating"]], trained.items.item_ids)
+    assert scores.shape == (len(trained.items),) and np.isfinite(scores).all()
+    # zero ratings: a pure cold start still works
+    empty = one.iloc[:0]
+    assert np.isfinite(trained.predict(empty, pairs)).all()
+
+
+def test_save_load_round_trip(data, trained: TrainedTwoTower, tmp_path: Path) -> None:
+    _, train, validation, test = data
+    history = pd.concat([train, validation])
+    trained.save(tmp_path / "model")
+    loaded = TrainedTwoTower.load(tmp_path / "model")
+    pairs = test[["user_id", "movie_id"]]
+    np.testing.assert_array_equal(loaded.predict(history, pairs), trained.predict(history, pairs))
+    users = np.sort(test["user_id"].unique())[:7]
+    items = trained.items.item_ids
+    np.testing.assert_array_equal(
+        loaded.score_catalogue(history, users, items),
+        trained.score_catalogue(history, users, items),
+    )
+    np.testing.assert_array_equal(loaded.item_embeddings(), trained.item_embeddings())
+    assert loaded.transform == trained.transform
+    assert loaded.params == trained.params
+    assert loaded.history == trained.history
+
+
+def test_training_is_reproducible(data) -> None:
+    conn, train, validation, _ = data
+    params = TwoTowerParams(**{**TINY.to_dict(), "epochs": 1, "tower_units": (16,)})
+    transform, items = fit_features(conn, train, params)
+    a = train_two_tower(train, validation, items, transform, params)
+    b = train_two_tower(train, validation, items, transform, params)
+    assert a.history["val_rmse"] == pytest.approx(b.history["val_rmse"], abs=1e-4)
+
+
+def test_params_round_trip() -> None:
+    p = TwoTowerParams(tower_units=(64, 32), retrieval_weight=0.3)
+    assert TwoTowerParams.from_dict(p.to_dict()) == p
+    assert TwoTowerParams.from_dict({**p.to_dict(), "unknown": 1}) == p
+
+
+def test_import_does_not_load_tensorflow() -> None:
+    code = (
+        "import sys, recommender_lib.two_tower, recommender_lib.features; "
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
