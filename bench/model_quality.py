@@ -45,7 +45,7 @@ def main() -> None:
 
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"P1 train rows {len(p1.train)}, validation {len(p1.validation)}, test {len(p1.heldout)}")
-    print(f"P1 model trained in {p1_seconds:.1f} s, {len(model_p1.history.get('loss', []))} epochs;"
+    print(f"P1 model trained in {p1_seconds:.1f} s, {model_p1.info.get('epochs_run')} epochs;"
           f" peak RSS {rss_mb:.0f} MB\n")  # fmt: skip
     print("P1 (per-user temporal holdout)\n" + report.p1.round(4).to_markdown(index=False))
     print("\nP2 (cold start)\n" + report.p2.round(4).to_markdown(index=False))

@@ -65,7 +65,7 @@ def main() -> None:
     t = time.perf_counter()
     model = training.train_model(data, params, features)
     timings["train"] = time.perf_counter() - t
-    epochs = len(model.history.get("loss", []))
+    epochs = int(model.info.get("epochs_run", 0))
     examples = len(data.train) * epochs
 
     print(f"ratings {n:,}; P1 train rows {len(data.train):,}; epochs {epochs}")

