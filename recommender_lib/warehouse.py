@@ -244,11 +244,30 @@ def load_imdb_titles(
     )
 
 
-def _movielens_file(release_dir: Path, name: str) -> Path:
-    path = Path(release_dir) / name
+def _load_movielens_csv(
+    conn: duckdb.DuckDBPyConnection,
+    release_dir: Path,
+    filename: str,
+    table: str,
+    select: str,
+    *,
+    source_version: str | None,
+    max_reject_share: float,
+) -> LoadResult:
+    """Replace `table` with `select`, whose `{source}` is the typed read of `filename`."""
+    path = Path(release_dir) / filename
     if not path.is_file():
-        raise WarehouseLoadError(f"MovieLens release at {release_dir} has no {name}")
-    return path
+        raise WarehouseLoadError(f"MovieLens release at {release_dir} has no {filename}")
+    rejects = f"rejects_{table}"
+    source = _read_movielens(path, MOVIELENS_TYPES[filename], rejects)
+    return _replace_table(
+        conn,
+        table,
+        select.replace("{source}", source),
+        [(rejects, filename)],
+        max_reject_share=max_reject_share,
+        source_version=source_version,
+    )
 
 
 def load_movielens_ratings(
@@ -259,21 +278,16 @@ def load_movielens_ratings(
     max_reject_share: float = 0.0,
 ) -> LoadResult:
     """`movielens_ratings`: one row per (user, movie), ordered by user then time."""
-    path = _movielens_file(release_dir, "ratings.csv")
-    select = f"""
+    select = """
         SELECT userId AS user_id, movieId AS movie_id, rating,
                timestamp AS rating_ts, make_timestamp(timestamp * 1000000) AS rated_at
-        FROM {_read_movielens(path, MOVIELENS_TYPES["ratings.csv"], "rejects_ml_ratings")}
+        FROM {source}
         ORDER BY user_id, rating_ts, movie_id
     """
-    return _replace_table(
-        conn,
-        MOVIELENS_RATINGS,
-        select,
-        [("rejects_ml_ratings", path.name)],
-        max_reject_share=max_reject_share,
-        source_version=source_version,
-    )
+    return _load_movielens_csv(
+        conn, release_dir, "ratings.csv", MOVIELENS_RATINGS, select,
+        source_version=source_version, max_reject_share=max_reject_share,
+    )  # fmt: skip
 
 
 def load_movielens_movies(
@@ -284,7 +298,6 @@ def load_movielens_movies(
     max_reject_share: float = 0.0,
 ) -> LoadResult:
     """`movielens_movies`: clean title (article restored, year removed), year, genre LIST."""
-    path = _movielens_file(release_dir, "movies.csv")
     no_year = f"regexp_replace(trim(title), '{_YEAR_SUFFIX}', '')"
     select = f"""
         SELECT
@@ -296,17 +309,13 @@ def load_movielens_movies(
             CASE WHEN genres IS NULL OR genres = {_sql_str(MOVIELENS_NO_GENRES)}
                  THEN []::VARCHAR[] ELSE string_split(genres, '|') END AS genres,
             title AS raw_title
-        FROM {_read_movielens(path, MOVIELENS_TYPES["movies.csv"], "rejects_ml_movies")}
+        FROM {{source}}
         ORDER BY movie_id
     """
-    return _replace_table(
-        conn,
-        MOVIELENS_MOVIES,
-        select,
-        [("rejects_ml_movies", path.name)],
-        max_reject_share=max_reject_share,
-        source_version=source_version,
-    )
+    return _load_movielens_csv(
+        conn, release_dir, "movies.csv", MOVIELENS_MOVIES, select,
+        source_version=source_version, max_reject_share=max_reject_share,
+    )  # fmt: skip
 
 
 def load_movie_links(
@@ -317,24 +326,19 @@ def load_movie_links(
     max_reject_share: float = 0.0,
 ) -> LoadResult:
     """`movie_links`: movieId -> tconst (`tt` + imdbId zero-padded to at least 7 digits)."""
-    path = _movielens_file(release_dir, "links.csv")
-    select = f"""
+    select = """
         SELECT
             movieId AS movie_id,
             CAST(imdbId AS BIGINT) AS imdb_id,
             printf('tt%07d', CAST(imdbId AS BIGINT)) AS tconst,
             try_cast(nullif(trim(tmdbId), '') AS BIGINT) AS tmdb_id
-        FROM {_read_movielens(path, MOVIELENS_TYPES["links.csv"], "rejects_ml_links")}
+        FROM {source}
         ORDER BY movie_id
     """
-    return _replace_table(
-        conn,
-        MOVIE_LINKS,
-        select,
-        [("rejects_ml_links", path.name)],
-        max_reject_share=max_reject_share,
-        source_version=source_version,
-    )
+    return _load_movielens_csv(
+        conn, release_dir, "links.csv", MOVIE_LINKS, select,
+        source_version=source_version, max_reject_share=max_reject_share,
+    )  # fmt: skip
 
 
 def link_coverage(conn: duckdb.DuckDBPyConnection) -> tuple[int, int]:

@@ -14,8 +14,8 @@ import pytest
 from recommender_lib import features as F
 from recommender_lib import warehouse
 from recommender_lib.formats import IMDB_BASICS_COLUMNS, IMDB_RATINGS_COLUMNS
-from recommender_lib.integrity import extract_zip
-from recommender_lib.splits import P1, build_splits, load_split
+from recommender_lib.splits import P1, load_split
+from tests.support.sample_warehouse import load_sample_warehouse
 
 SMALL = {"latent_dim": 4}
 
@@ -23,15 +23,7 @@ SMALL = {"latent_dim": 4}
 @pytest.fixture(scope="module")
 def sample_conn(sample_mirror, tmp_path_factory) -> duckdb.DuckDBPyConnection:
     """The small generated mirror loaded into an in-memory warehouse, with the P1/P2 splits."""
-    release = extract_zip(sample_mirror.movielens_zip, tmp_path_factory.mktemp("ml"))
-    ml = release / "ml-latest-small"
-    conn = warehouse.connect(":memory:")
-    warehouse.load_movielens_ratings(conn, ml)
-    warehouse.load_movielens_movies(conn, ml)
-    warehouse.load_movie_links(conn, ml)
-    warehouse.load_imdb_titles(conn, sample_mirror.basics, sample_mirror.ratings)
-    build_splits(conn)
-    return conn
+    return load_sample_warehouse(sample_mirror, tmp_path_factory.mktemp("ml"))
 
 
 @pytest.fixture(scope="module")

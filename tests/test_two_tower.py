@@ -10,9 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender_lib import warehouse
-from recommender_lib.integrity import extract_zip
-from recommender_lib.splits import P1, build_splits, load_split
+from recommender_lib.splits import P1, load_split
 from recommender_lib.two_tower import (
     TrainedTwoTower,
     TwoTowerParams,
@@ -20,6 +18,7 @@ from recommender_lib.two_tower import (
     fit_two_tower,
     train_two_tower,
 )
+from tests.support.sample_warehouse import load_sample_warehouse
 
 TINY = TwoTowerParams(
     embedding_dim=8, tower_units=(32,), head_units=(16,), epochs=3, patience=2, batch_size=256,
@@ -29,14 +28,7 @@ TINY = TwoTowerParams(
 
 @pytest.fixture(scope="module")
 def data(sample_mirror, tmp_path_factory):
-    release = extract_zip(sample_mirror.movielens_zip, tmp_path_factory.mktemp("ml"))
-    ml = release / "ml-latest-small"
-    conn = warehouse.connect(":memory:")
-    warehouse.load_movielens_ratings(conn, ml)
-    warehouse.load_movielens_movies(conn, ml)
-    warehouse.load_movie_links(conn, ml)
-    warehouse.load_imdb_titles(conn, sample_mirror.basics, sample_mirror.ratings)
-    build_splits(conn)
+    conn = load_sample_warehouse(sample_mirror, tmp_path_factory.mktemp("ml"))
     train = load_split(conn, P1, "train")
     validation = load_split(conn, P1, "validation")
     test = load_split(conn, P1, "test")
