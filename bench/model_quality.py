@@ -26,9 +26,7 @@ def main() -> None:
     args = parser.parse_args()
 
     conn = warehouse.connect(":memory:")
-    warehouse.load_movielens_ratings(conn, args.movielens)
-    warehouse.load_movielens_movies(conn, args.movielens)
-    warehouse.load_movie_links(conn, args.movielens)
+    warehouse.load_movielens_release(conn, args.movielens)
     splits.build_splits(conn)
     params = TwoTowerParams(seed=args.seed)
     p1, p2 = training.load_protocol(conn, splits.P1), training.load_protocol(conn, splits.P2)

@@ -45,9 +45,7 @@ def main() -> None:
         t = time.perf_counter()
         release = _release_dir(args, Path(scratch))
         conn = warehouse.connect(":memory:")
-        n = warehouse.load_movielens_ratings(conn, release).row_count
-        warehouse.load_movielens_movies(conn, release)
-        warehouse.load_movie_links(conn, release)
+        n = warehouse.load_movielens_release(conn, release)[0].row_count
         timings["load"] = time.perf_counter() - t
 
     t = time.perf_counter()

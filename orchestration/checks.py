@@ -8,8 +8,8 @@ import dagster as dg
 import pandera.pandas as pa
 
 from orchestration.assets.warehouse import imdb_titles, movie_links, warehouse_assets
-from orchestration.metadata import WAREHOUSE_POOL, check_result
-from orchestration.resources import WarehouseResource
+from orchestration.metadata import check_result
+from orchestration.resources import WAREHOUSE_POOL, WarehouseResource
 from recommender_lib import quality
 from recommender_lib.schemas import WAREHOUSE_KEYS, WAREHOUSE_SCHEMAS
 

@@ -12,8 +12,6 @@ from recommender_lib.download import FetchedFile
 from recommender_lib.quality import QualityResult
 from recommender_lib.warehouse import LoadResult, markdown_table, preview_markdown
 
-WAREHOUSE_POOL = "duckdb_warehouse"
-
 
 def fetched_file_metadata(
     fetched: FetchedFile, columns: Sequence[str] = ()

@@ -101,6 +101,9 @@ class ArtifactStoreResource(dg.ConfigurableResource):
         return Path(self.root) / kind / run_id
 
 
+WAREHOUSE_POOL = "duckdb_warehouse"
+
+
 class WarehouseResource(DuckDBResource):
     """The DuckDB warehouse file; its folder is created on first use.
 

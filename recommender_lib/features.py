@@ -808,20 +808,3 @@ def baseline_prediction(
 ) -> np.ndarray:
     """Damped-bias baseline μ + b_item + b_user, read off the feature vectors (stars)."""
     return transform.global_mean + np.asarray(item_bias) + user_x[:, transform.user_bias_column]
-
-
-def describe(transform: FeatureTransform) -> dict[str, Any]:
-    """Small summary for run metadata."""
-    return {
-        "global_mean": round(transform.global_mean, 4),
-        "n_item_columns": len(transform.item_columns),
-        "n_user_columns": len(transform.user_columns),
-        "genres": len(transform.genres),
-        "lambdas": {
-            "item": transform.item_lambda,
-            "user": transform.user_lambda,
-            "mean": transform.mean_lambda,
-            "genre": transform.genre_lambda,
-        },
-        "recent_window": transform.recent_window,
-    }

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 DEFAULT_EXPERIMENT = "cine-reco"
 
@@ -44,19 +43,6 @@ def log_history(mlflow_api: Any, history: Mapping[str, list[float]]) -> None:
         for epoch, value in enumerate(values):
             if value is not None and math.isfinite(float(value)):
                 mlflow_api.log_metric(key, float(value), step=epoch)
-
-
-def flatten_metrics(table: pd.DataFrame, model_column: str = "model") -> dict[str, float]:
-    """One row per model -> {"<model>.<metric>": value}, finite numbers only (MLflow keys)."""
-    flat: dict[str, float] = {}
-    for _, row in table.iterrows():
-        for column, value in row.items():
-            if column == model_column or not isinstance(value, int | float | np.number):
-                continue
-            if math.isfinite(float(value)):
-                key = f"{row[model_column]}.{column}".replace("@", "_at_")
-                flat[key] = float(value)
-    return flat
 
 
 def _figure(width: float = 6.0, height: float = 4.0):

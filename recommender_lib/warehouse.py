@@ -341,6 +341,16 @@ def load_movie_links(
     )  # fmt: skip
 
 
+def load_movielens_release(
+    conn: duckdb.DuckDBPyConnection, release_dir: Path, *, source_version: str | None = None
+) -> list[LoadResult]:
+    """Load `movielens_ratings`, `movielens_movies` and `movie_links` from one release folder."""
+    return [
+        load(conn, release_dir, source_version=source_version)
+        for load in (load_movielens_ratings, load_movielens_movies, load_movie_links)
+    ]
+
+
 def link_coverage(conn: duckdb.DuckDBPyConnection) -> tuple[int, int]:
     """(links whose tconst is in `imdb_titles`, all links)."""
     row = conn.execute(

@@ -206,9 +206,7 @@ def test_unknown_genres_missing_imdb_and_imdb_only_titles(tmp_path: Path) -> Non
         "tt0000008\t9.0\t9000",
     ])  # fmt: skip
     conn = warehouse.connect(":memory:")
-    warehouse.load_movielens_movies(conn, ml)
-    warehouse.load_movie_links(conn, ml)
-    warehouse.load_movielens_ratings(conn, ml)
+    warehouse.load_movielens_release(conn, ml)
     train = conn.execute("SELECT * FROM movielens_ratings").df()
     # Without IMDb at all (as on real MovieLens here): indicators, no failure.
     t0 = F.fit_feature_transform(conn, train, latent_dim=2)

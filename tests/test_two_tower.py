@@ -93,6 +93,9 @@ def test_cold_start_from_one_rating(trained: TrainedTwoTower) -> None:
     assert np.isfinite(pred).all() and ((pred >= 0.5) & (pred <= 5.0)).all()
     scores = trained.score_from_ratings(one[["movie_id", "rating"]], trained.items.item_ids)
     assert scores.shape == (len(trained.items),) and np.isfinite(scores).all()
+    # the serving helper is the same computation as `predict` for that one user
+    served = trained.predict_from_ratings(one[["movie_id", "rating", "rating_ts"]], pairs.movie_id)
+    np.testing.assert_allclose(served, pred, rtol=1e-5)
     # zero ratings: a pure cold start still works
     empty = one.iloc[:0]
     assert np.isfinite(trained.predict(empty, pairs)).all()

@@ -14,8 +14,8 @@ from orchestration.assets.warehouse import (
     movielens_ratings,
 )
 from orchestration.config import SplitsConfig
-from orchestration.metadata import WAREHOUSE_POOL, frame_preview
-from orchestration.resources import ArtifactStoreResource, WarehouseResource
+from orchestration.metadata import frame_preview
+from orchestration.resources import WAREHOUSE_POOL, ArtifactStoreResource, WarehouseResource
 from recommender_lib import splits, training
 from recommender_lib.two_tower import TwoTowerParams
 

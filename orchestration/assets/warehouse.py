@@ -6,8 +6,8 @@ from pathlib import Path
 import dagster as dg
 
 from orchestration.assets.raw import imdb_title_basics, imdb_title_ratings, movielens_release
-from orchestration.metadata import WAREHOUSE_POOL, load_metadata
-from orchestration.resources import RawSourcesResource, WarehouseResource
+from orchestration.metadata import load_metadata
+from orchestration.resources import WAREHOUSE_POOL, RawSourcesResource, WarehouseResource
 from recommender_lib import warehouse as wh
 from recommender_lib.formats import IMDB_BASICS_FILE, IMDB_RATINGS_FILE
 

@@ -13,9 +13,7 @@ def load_sample_warehouse(mirror, scratch: Path) -> duckdb.DuckDBPyConnection:
     """Every warehouse table of `mirror` (a `SampleMirror`) plus `rating_splits`, in memory."""
     release = extract_zip(mirror.movielens_zip, scratch) / "ml-latest-small"
     conn = warehouse.connect(":memory:")
-    warehouse.load_movielens_ratings(conn, release)
-    warehouse.load_movielens_movies(conn, release)
-    warehouse.load_movie_links(conn, release)
+    warehouse.load_movielens_release(conn, release)
     warehouse.load_imdb_titles(conn, mirror.basics, mirror.ratings)
     build_splits(conn)
     return conn
