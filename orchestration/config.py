@@ -2,8 +2,24 @@
 
 import dagster as dg
 
+from recommender_lib.catalog import CatalogFilters
 from recommender_lib.splits import SplitConfig
 from recommender_lib.two_tower import TwoTowerParams
+
+
+class CatalogConfig(dg.Config):
+    """Which IMDb titles without a MovieLens movie are recommendable (MovieLens ones always are)."""
+
+    title_types: list[str] = list(CatalogFilters().title_types)
+    min_votes: int = CatalogFilters().min_votes
+    include_adult: bool = False
+
+    def to_lib(self) -> CatalogFilters:
+        return CatalogFilters(
+            title_types=tuple(self.title_types),
+            min_votes=self.min_votes,
+            include_adult=self.include_adult,
+        )
 
 
 class SplitsConfig(dg.Config):

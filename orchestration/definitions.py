@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from orchestration.assets.features import feature_assets
+from orchestration.assets.features import feature_assets, feature_checks
 from orchestration.assets.model import model_assets, model_checks
 from orchestration.assets.raw import raw_assets
 from orchestration.assets.warehouse import warehouse_assets
@@ -18,7 +18,7 @@ from orchestration.resources import default_resources
 # share the `duckdb_warehouse` pool so they still take turns.
 defs = dg.Definitions(
     assets=[*raw_assets, *warehouse_assets, *feature_assets, *model_assets],
-    asset_checks=[*warehouse_checks, *model_checks],
+    asset_checks=[*warehouse_checks, *feature_checks, *model_checks],
     jobs=[ingest_job, retrain_job, full_refresh_job],
     resources=default_resources(),
     executor=dg.in_process_executor,

@@ -45,33 +45,15 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from recommender_lib.catalog import IMDB_TO_MOVIELENS_GENRE, catalog_sql
 from recommender_lib.formats import MOVIELENS_GENRES, MOVIELENS_NO_GENRES
-from recommender_lib.warehouse import IMDB_TITLES, MOVIE_LINKS, MOVIELENS_MOVIES, table_exists
 
 FEATURES_VERSION = 1
 SECONDS_PER_YEAR = 365.25 * 86_400.0
 RATING_COLUMNS = ("user_id", "movie_id", "rating", "rating_ts")
 
-# IMDb genre -> MovieLens genre, for titles that have no MovieLens genres (IMDb-only titles).
-IMDB_TO_MOVIELENS_GENRE: dict[str, str] = {
-    "Action": "Action", "Adventure": "Adventure", "Animation": "Animation",
-    "Family": "Children", "Comedy": "Comedy", "Crime": "Crime", "Documentary": "Documentary",
-    "Drama": "Drama", "Fantasy": "Fantasy", "Film-Noir": "Film-Noir", "Horror": "Horror",
-    "Music": "Musical", "Musical": "Musical", "Mystery": "Mystery", "Romance": "Romance",
-    "Sci-Fi": "Sci-Fi", "Thriller": "Thriller", "War": "War", "Western": "Western",
-    "Biography": "Drama", "History": "Drama", "Sport": "Drama",
-}  # fmt: skip
-
 ItemScheme = Literal["full", "loo"]
 UserScheme = Literal["prefix", "loo", "full"]
-
-
-def imdb_only_item_id(tconst: str) -> int:
-    """Item id of an IMDb title without a MovieLens movie: `tt0114709` -> -114709.
-
-    MovieLens titles keep their positive `movie_id`; negative ids never collide with them.
-    """
-    return -int(str(tconst)[2:])
 
 
 # --------------------------------------------------------------------------------- transform
@@ -224,49 +206,19 @@ def _register_train(conn: duckdb.DuckDBPyConnection, train: pd.DataFrame) -> str
     return name
 
 
-def _catalogue_sql(conn: duckdb.DuckDBPyConnection, imdb_min_votes: int | None) -> str:
-    """One row per catalogue title: MovieLens movies (+ IMDb columns via links), IMDb-only ones."""
-    has_imdb = table_exists(conn, IMDB_TITLES)
-    has_links = table_exists(conn, MOVIE_LINKS)
-    link_join = f"LEFT JOIN {MOVIE_LINKS} l USING (movie_id)" if has_links else ""
-    tconst = "l.tconst" if has_links else "NULL::VARCHAR"
-    if has_imdb and has_links:
-        imdb_cols = """t.genres AS imdb_genres, t.start_year AS imdb_year,
-            t.runtime_minutes AS runtime, t.average_rating AS imdb_rating,
-            t.num_votes AS imdb_votes"""
-        imdb_join = f"LEFT JOIN {IMDB_TITLES} t ON t.tconst = l.tconst"
-    else:
-        imdb_cols = """NULL::VARCHAR[] AS imdb_genres, NULL::INTEGER AS imdb_year,
-            NULL::INTEGER AS runtime, NULL::DOUBLE AS imdb_rating, NULL::BIGINT AS imdb_votes"""
-        imdb_join = ""
-    sql = f"""
-        SELECT m.movie_id AS item_id, {tconst} AS tconst, m.title, m.genres AS ml_genres,
-               m.year AS ml_year, {imdb_cols}
-        FROM {MOVIELENS_MOVIES} m {link_join} {imdb_join}
-    """
-    if imdb_min_votes is not None and has_imdb:
-        linked = f"SELECT tconst FROM {MOVIE_LINKS}" if has_links else "SELECT NULL"
-        sql += f"""
-        UNION ALL
-        SELECT -CAST(substr(t.tconst, 3) AS BIGINT), t.tconst, t.primary_title,
-               NULL::VARCHAR[], NULL::SMALLINT, t.genres, t.start_year, t.runtime_minutes,
-               t.average_rating, t.num_votes
-        FROM {IMDB_TITLES} t
-        WHERE t.title_type IN ('movie', 'tvMovie') AND NOT t.is_adult
-          AND t.num_votes >= {int(imdb_min_votes)}
-          AND t.tconst NOT IN ({linked})
-        """
-    return sql
+def _catalogue(conn: duckdb.DuckDBPyConnection, catalog_table: str | None) -> str:
+    """The catalogue rows: the materialized `catalog_table`, else the MovieLens titles only."""
+    return f'SELECT * FROM "{catalog_table}"' if catalog_table else catalog_sql(conn, None)
 
 
 def _item_raw(
-    conn: duckdb.DuckDBPyConnection, train: pd.DataFrame, imdb_min_votes: int | None
+    conn: duckdb.DuckDBPyConnection, train: pd.DataFrame, catalog_table: str | None
 ) -> pd.DataFrame:
     view = _register_train(conn, train)
     try:
         df = conn.execute(
             f"""
-            WITH cat AS ({_catalogue_sql(conn, imdb_min_votes)}),
+            WITH cat AS ({_catalogue(conn, catalog_table)}),
             stats AS (
                 SELECT movie_id AS item_id, count(*) AS n, sum(rating) AS s,
                        sum(rating_ts / {SECONDS_PER_YEAR} + 1970.0) AS ts_sum
@@ -423,7 +375,7 @@ def fit_feature_transform(
     conn: duckdb.DuckDBPyConnection,
     train: pd.DataFrame,
     *,
-    imdb_min_votes: int | None = None,
+    catalog_table: str | None = None,
     **params: Any,
 ) -> FeatureTransform:
     """Fit the transform (global mean, genre vocabulary and priors, scalers) on `train` only.
@@ -442,7 +394,7 @@ def fit_feature_transform(
         genre_prior=[0.0] * len(genres),
         **params,
     )
-    raw = _item_raw(conn, train, imdb_min_votes)
+    raw = _item_raw(conn, train, catalog_table)
     latent = latent_factors(train, raw["item_id"].to_numpy(np.int64), transform)
     cols = _item_columns_raw(raw, transform, latent)
     transform.item_columns = list(cols)
@@ -493,16 +445,16 @@ def build_item_features(
     train: pd.DataFrame,
     transform: FeatureTransform,
     *,
-    imdb_min_votes: int | None = None,
+    catalog_table: str | None = None,
 ) -> ItemFeatures:
     """Feature rows for every catalogue title from the warehouse metadata + `train` statistics.
 
-    The catalogue is every MovieLens movie (rated in train or not) and, when `imdb_min_votes` is
-    given, IMDb movies with that many votes that no MovieLens movie links to (ids from
-    `imdb_only_item_id`). Titles nobody rated get content-only rows (`ml_unrated` = 1).
+    The catalogue is the `catalog_table` built by `recommender_lib.catalog` (MovieLens movies
+    plus IMDb titles passing its filters), or every MovieLens movie when no table is given.
+    Titles nobody rated get content-only rows (`ml_unrated` = 1).
     """
     train = check_ratings(train)
-    raw = _item_raw(conn, train, imdb_min_votes)
+    raw = _item_raw(conn, train, catalog_table)
     latent = latent_factors(train, raw["item_id"].to_numpy(np.int64), transform)
     cols = _item_columns_raw(raw, transform, latent)
     if list(cols) != transform.item_columns:

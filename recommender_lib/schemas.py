@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
+from recommender_lib.catalog import CATALOG, IMDB_TITLE_TYPES
 from recommender_lib.formats import IMDB_GENRES, MOVIELENS_GENRES, MOVIELENS_NO_GENRES
 from recommender_lib.warehouse import (
     IMDB_TITLES,
@@ -115,6 +116,33 @@ MOVIE_LINKS_SCHEMA = pa.DataFrameSchema(
     },
     strict=True,
     name=MOVIE_LINKS,
+)
+
+
+def _imdb_only_ids_negative(df: pd.DataFrame) -> pd.Series:
+    return (df["item_id"] > 0) == df["movie_id"].notna()
+
+
+CATALOG_SCHEMA = pa.DataFrameSchema(
+    {
+        "item_id": pa.Column("Int64", pa.Check.ne(0), unique=True, coerce=True),
+        "tconst": pa.Column(str, pa.Check.str_matches(TCONST_PATTERN), nullable=True),
+        "movie_id": pa.Column("Int64", pa.Check.ge(1), nullable=True, coerce=True),
+        "title_type": pa.Column(str, pa.Check.isin(IMDB_TITLE_TYPES)),
+        "title": pa.Column(str, pa.Check.str_length(min_value=1)),
+        "genres": pa.Column(object, _genre_lists(set(MOVIELENS_GENRES) | set(IMDB_GENRES))),
+        "year": _year_column(),
+        "ml_genres": pa.Column(object, nullable=True),
+        "ml_year": _year_column(),
+        "imdb_genres": pa.Column(object, nullable=True),
+        "imdb_year": _year_column(),
+        "runtime": pa.Column("Int64", pa.Check.ge(0), nullable=True, coerce=True),
+        "imdb_rating": pa.Column(float, pa.Check.in_range(1.0, 10.0), nullable=True),
+        "imdb_votes": pa.Column("Int64", pa.Check.ge(0), nullable=True, coerce=True),
+    },
+    checks=[pa.Check(_imdb_only_ids_negative, name="item_id > 0 exactly for MovieLens titles")],
+    strict=True,
+    name=CATALOG,
 )
 
 WAREHOUSE_SCHEMAS: dict[str, pa.DataFrameSchema] = {

@@ -32,10 +32,17 @@ BASELINE_FOR_RANKING = "most_popular"
 
 
 def fit_protocol_features(
-    conn: duckdb.DuckDBPyConnection, protocol: str, params: TwoTowerParams
+    conn: duckdb.DuckDBPyConnection,
+    protocol: str,
+    params: TwoTowerParams,
+    catalog_table: str | None = None,
 ) -> tuple[FeatureTransform, ItemFeatures]:
-    """Fit the feature transform and the catalogue's item features on `protocol`'s train rows."""
-    return fit_features(conn, load_split(conn, protocol, "train"), params)
+    """Fit the feature transform and the catalogue's item features on `protocol`'s train rows.
+
+    `catalog_table`: the materialized catalogue (MovieLens + IMDb titles); default MovieLens only.
+    """
+    train = load_split(conn, protocol, "train")
+    return fit_features(conn, train, params, catalog_table=catalog_table)
 
 
 def save_model(model: TrainedTwoTower, directory: Path) -> Path:

@@ -151,7 +151,7 @@ def _rejects(conn: duckdb.DuckDBPyConnection, rejects: str) -> tuple[int, list[s
     return (int(count[0]) if count else 0), [e[0] for e in examples]
 
 
-def _replace_table(
+def replace_table(
     conn: duckdb.DuckDBPyConnection,
     table: str,
     select_sql: str,
@@ -234,7 +234,7 @@ def load_imdb_titles(
             USING (tconst)
         ORDER BY b.tconst
     """
-    return _replace_table(
+    return replace_table(
         conn,
         IMDB_TITLES,
         select,
@@ -260,7 +260,7 @@ def _load_movielens_csv(
         raise WarehouseLoadError(f"MovieLens release at {release_dir} has no {filename}")
     rejects = f"rejects_{table}"
     source = _read_movielens(path, MOVIELENS_TYPES[filename], rejects)
-    return _replace_table(
+    return replace_table(
         conn,
         table,
         select.replace("{source}", source),

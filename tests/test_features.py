@@ -13,6 +13,7 @@ import pytest
 
 from recommender_lib import features as F
 from recommender_lib import warehouse
+from recommender_lib.catalog import CATALOG, CatalogFilters, build_catalog, imdb_only_item_id
 from recommender_lib.formats import IMDB_BASICS_COLUMNS, IMDB_RATINGS_COLUMNS
 from recommender_lib.splits import P1, load_split
 from tests.support.sample_warehouse import load_sample_warehouse
@@ -216,12 +217,13 @@ def test_unknown_genres_missing_imdb_and_imdb_only_titles(tmp_path: Path) -> Non
 
     warehouse.load_imdb_titles(conn, basics, ratings)
     t = F.fit_feature_transform(conn, train, latent_dim=2)
-    items = F.build_item_features(conn, train, t, imdb_min_votes=100)
+    build_catalog(conn, CatalogFilters(title_types=("movie", "tvMovie"), min_votes=100))
+    items = F.build_item_features(conn, train, t, catalog_table=CATALOG)
     col = t.item_columns.index
     row = {int(i): items.matrix[j] for j, i in enumerate(items.item_ids)}
-    assert set(row) == {1, 2, 3, F.imdb_only_item_id("tt0000007")}  # no episodes
+    assert set(row) == {1, 2, 3, imdb_only_item_id("tt0000007")}  # no episodes
     known, no_genre, unlinked = row[1], row[2], row[3]
-    imdb_only = row[F.imdb_only_item_id("tt0000007")]
+    imdb_only = row[imdb_only_item_id("tt0000007")]
     assert known[col("genre:Comedy")] == 1 and known[col("genre_other")] == 1  # "Superhero"
     assert known[col("runtime_missing")] == 1 and known[col("imdb_missing")] == 0
     # no MovieLens genres -> IMDb genres mapped (Family -> Children, Biography -> Drama)

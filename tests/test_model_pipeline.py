@@ -6,7 +6,7 @@ import dagster as dg
 import mlflow
 import pytest
 
-from orchestration.assets.features import feature_assets
+from orchestration.assets.features import feature_assets, feature_checks
 from orchestration.assets.model import model_assets, model_checks
 from orchestration.assets.raw import raw_assets
 from orchestration.assets.warehouse import warehouse_assets
@@ -50,7 +50,8 @@ def _run(tmp_path: Path, mirror_root: Path, model_config: dict, gate: dict | Non
     if gate:
         ops["model_evaluation_beats_baselines"] = {"config": gate}
     return dg.materialize(
-        [*raw_assets, *warehouse_assets, *warehouse_checks, *feature_assets, *model_assets,
+        [*raw_assets, *warehouse_assets, *warehouse_checks, *feature_assets, *feature_checks,
+         *model_assets,
          *model_checks, registry_probe],
         resources=_resources(tmp_path, mirror_root),
         run_config={"ops": ops},
@@ -71,8 +72,9 @@ def test_training_run_end_to_end(sample_mirror, tmp_path: Path) -> None:
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["predictions_in_range"] is True
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-    assert {"rating_splits", "item_features", "user_features", "two_tower_model",
-            "model_evaluation"} <= materialized  # fmt: skip
+    assert {"catalog", "content_features", "rating_splits", "item_features", "user_features",
+            "two_tower_model", "model_evaluation"} <= materialized  # fmt: skip
+    assert checks["content_vectors_complete"] is True and checks["pandera_schema"] is True
 
     runs = _runs(tmp_path)
     assert len(runs) == 1  # one MLflow run per Dagster run

@@ -70,8 +70,8 @@ def test_definitions_load() -> None:
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     raw = {"imdb_title_basics", "imdb_title_ratings", "movielens_release"}
-    later = {"rating_splits", "item_features", "user_features", "two_tower_model",
-             "model_evaluation"}  # fmt: skip
+    later = {"catalog", "content_features", "rating_splits", "item_features", "user_features",
+             "two_tower_model", "model_evaluation"}  # fmt: skip
     assert keys == raw | set(WAREHOUSE_TABLES) | later
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
@@ -83,6 +83,9 @@ def test_definitions_load() -> None:
         for name in ("pandera_schema", "unique_key", "row_count_drift"):
             assert (table, name) in checks
     assert ("movie_links", "imdb_link_coverage") in checks
+    for name in ("pandera_schema", "unique_key", "row_count_drift"):
+        assert ("catalog", name) in checks
+    assert ("content_features", "content_vectors_complete") in checks
     assert {
         ("model_evaluation", "predictions_in_range"),
         ("model_evaluation", "beats_baselines"),

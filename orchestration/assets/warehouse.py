@@ -14,9 +14,10 @@ from recommender_lib.formats import IMDB_BASICS_FILE, IMDB_RATINGS_FILE
 WAREHOUSE_KINDS = {"duckdb", "table"}
 
 
-def _materialize(
+def materialize_table(
     db: WarehouseResource, load: Callable[..., wh.LoadResult], *args: object, **kw: object
 ) -> dg.MaterializeResult:
+    """Run a warehouse load, turning its `LoadResult` into metadata and its errors into Failure."""
     try:
         with db.get_connection() as conn:
             result = load(conn, *args, **kw)
@@ -36,7 +37,7 @@ def imdb_titles(
     """IMDb titles with ratings (basics ⋈ ratings): typed columns, genres as a LIST."""
     basics = raw_sources.current_imdb(IMDB_BASICS_FILE)
     ratings = raw_sources.current_imdb(IMDB_RATINGS_FILE)
-    return _materialize(
+    return materialize_table(
         warehouse_db,
         wh.load_imdb_titles,
         basics.path,
@@ -60,7 +61,7 @@ def _movielens_asset(name: str, load: Callable[..., wh.LoadResult], doc: str):
         raw_sources: RawSourcesResource, warehouse_db: WarehouseResource
     ) -> dg.MaterializeResult:
         release_dir, version = _movielens_dir(raw_sources)
-        return _materialize(warehouse_db, load, release_dir, source_version=version)
+        return materialize_table(warehouse_db, load, release_dir, source_version=version)
 
     return _asset
 
