@@ -68,3 +68,10 @@ class PromotionGateConfig(dg.Config):
 
     rmse_margin: float = 0.0
     ndcg_ratio: float = 1.0
+
+
+class PromotionConfig(dg.Config):
+    """How much worse than the current champion (relative) a new version may be on the gated
+    held-out metrics (P1 RMSE and NDCG@10, P2 k=3 RMSE) and still be promoted."""
+
+    tolerance: float = 0.02

@@ -12,8 +12,9 @@ ingest_job = dg.define_asset_job(
 
 retrain_job = dg.define_asset_job(
     "retrain",
-    selection=dg.AssetSelection.groups("features", "model"),
-    description="Splits and features from the warehouse, then train and evaluate the model.",
+    selection=dg.AssetSelection.groups("features", "model", "registry"),
+    description="Features from the warehouse, train and evaluate the model, build the serving "
+    "bundle, register it and promote it when its checks pass.",
 )
 
 full_refresh_job = dg.define_asset_job(

@@ -20,6 +20,7 @@ from recommender_lib.config import Settings
 from recommender_lib.download import DownloadProgress, FetchedFile, current_version, fetch_versioned
 from recommender_lib.formats import IMDB_HEADERS
 from recommender_lib.integrity import verify_gzip_tsv, verify_movielens_zip
+from recommender_lib.registry import DEFAULT_MODEL_NAME, default_promotion_log
 from recommender_lib.tracking import DEFAULT_EXPERIMENT, ensure_experiment
 
 
@@ -101,6 +102,19 @@ class ArtifactStoreResource(dg.ConfigurableResource):
         return Path(self.root) / kind / run_id
 
 
+class RegistryResource(dg.ConfigurableResource):
+    """The MLflow model registry: registered-model name, where bundles are built, promotion log."""
+
+    tracking_uri: str
+    model_name: str = DEFAULT_MODEL_NAME
+    experiment_name: str = DEFAULT_EXPERIMENT
+    bundle_root: str
+    promotion_log: str
+
+    def bundle_dir(self, run_id: str) -> Path:
+        return Path(self.bundle_root) / run_id
+
+
 WAREHOUSE_POOL = "duckdb_warehouse"
 
 
@@ -162,6 +176,11 @@ def default_resources(settings: Settings | None = None) -> dict[str, object]:
         ),
         "warehouse_db": WarehouseResource(database=str(settings.warehouse_path)),
         "artifacts": ArtifactStoreResource(root=str(settings.data_dir / "artifacts")),
+        "model_registry": RegistryResource(
+            tracking_uri=settings.mlflow_tracking_uri,
+            bundle_root=str(settings.data_dir / "bundles"),
+            promotion_log=str(default_promotion_log(settings)),
+        ),
         "mlflow": mlflow_tracking.configured(
             {
                 "experiment_name": DEFAULT_EXPERIMENT,

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from recommender_lib.atomic import atomic_path, write_text_atomic
+from recommender_lib.content_index import METADATA_COLUMNS, ContentIndex
 
 CONTENT_VERSION = 1
 NUMERICS = ("year", "log_runtime", "imdb_rating", "imdb_log_votes")
@@ -141,3 +142,18 @@ class ContentFeatures:
             vectors=np.load(d / VECTORS_FILE, allow_pickle=False),
             transform=ContentTransform.from_json((d / TRANSFORM_FILE).read_text()),
         )
+
+
+def build_content_index(catalog: pd.DataFrame, features: ContentFeatures) -> ContentIndex:
+    """The cosine index over the content vectors, with the catalogue's filter metadata."""
+    meta = catalog.rename(columns={"imdb_votes": "num_votes"})[list(METADATA_COLUMNS)]
+    return ContentIndex.build(
+        features.item_ids, features.vectors, meta, genre_vocab=features.transform.genres
+    )
+
+
+def save_content_index(index: ContentIndex, transform: ContentTransform, directory: Path) -> Path:
+    """Write the index and, beside it, the content transform that produced its vectors."""
+    index.save(directory)
+    write_text_atomic(Path(directory) / TRANSFORM_FILE, transform.to_json())
+    return Path(directory)

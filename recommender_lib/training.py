@@ -144,6 +144,10 @@ class EvaluationReport:
                         out[f"{protocol}.{r['model']}.{col}"] = float(value)
         return out
 
+    def logged_metrics(self) -> dict[str, float]:
+        """`metrics()` named as MLflow allows (no `@`: `ndcg@10` -> `ndcg_at_10`)."""
+        return {k.replace("@", "_at_"): v for k, v in self.metrics().items()}
+
     def gate_failures(self, rmse_margin: float = 0.0, ndcg_ratio: float = 1.0) -> list[str]:
         """Why the model does not beat the baselines on P1 (empty when it does)."""
         model, bias = self.row(P1, MODEL_NAME), self.row(P1, BASELINE_FOR_RMSE)

@@ -1,4 +1,4 @@
-"""Features -> two-tower model -> evaluation as real Dagster runs with a real MLflow store."""
+"""Features -> model -> evaluation -> registry -> champion as real Dagster runs, real MLflow."""
 
 from pathlib import Path
 
@@ -9,21 +9,19 @@ import pytest
 from orchestration.assets.features import feature_assets, feature_checks
 from orchestration.assets.model import model_assets, model_checks
 from orchestration.assets.raw import raw_assets
+from orchestration.assets.registry import registry_assets, registry_checks
 from orchestration.assets.warehouse import warehouse_assets
 from orchestration.checks import warehouse_checks
 from orchestration.resources import (
     ArtifactStoreResource,
     RawSourcesResource,
+    RegistryResource,
     WarehouseResource,
     mlflow_tracking,
 )
+from recommender_lib import registry
 
 TINY_MODEL = {"epochs": 2, "embedding_dim": 8, "tower_units": [16], "head_units": [16]}
-
-
-@dg.asset(deps=["model_evaluation"])
-def registry_probe() -> None:
-    """Stands for the model registry: it must not run when the model fails its gate."""
 
 
 def _resources(tmp_path: Path, mirror_root: Path) -> dict[str, object]:
@@ -35,24 +33,41 @@ def _resources(tmp_path: Path, mirror_root: Path) -> dict[str, object]:
         ),
         "warehouse_db": WarehouseResource(database=str(tmp_path / "warehouse.duckdb")),
         "artifacts": ArtifactStoreResource(root=str(tmp_path / "artifacts")),
+        "model_registry": RegistryResource(
+            tracking_uri=_uri(tmp_path),
+            model_name="test-model",
+            bundle_root=str(tmp_path / "bundles"),
+            promotion_log=str(tmp_path / "promotions.jsonl"),
+        ),
         "mlflow": mlflow_tracking.configured(
             {
                 "experiment_name": "test",
-                "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+                "mlflow_tracking_uri": _uri(tmp_path),
                 "artifact_root": str(tmp_path / "mlartifacts"),
             }
         ),
     }
 
 
-def _run(tmp_path: Path, mirror_root: Path, model_config: dict, gate: dict | None = None):
+def _uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def _run(
+    tmp_path: Path,
+    mirror_root: Path,
+    model_config: dict,
+    gate: dict | None = None,
+    tolerance: float | None = None,
+):
     ops: dict = {"two_tower_model": {"config": model_config}}
     if gate:
         ops["model_evaluation_beats_baselines"] = {"config": gate}
+    if tolerance is not None:
+        ops["model_version_not_worse_than_champion"] = {"config": {"tolerance": tolerance}}
     return dg.materialize(
         [*raw_assets, *warehouse_assets, *warehouse_checks, *feature_assets, *feature_checks,
-         *model_assets,
-         *model_checks, registry_probe],
+         *model_assets, *model_checks, *registry_assets, *registry_checks],
         resources=_resources(tmp_path, mirror_root),
         run_config={"ops": ops},
         instance=dg.DagsterInstance.ephemeral(),
@@ -61,7 +76,7 @@ def _run(tmp_path: Path, mirror_root: Path, model_config: dict, gate: dict | Non
 
 
 def _runs(tmp_path: Path) -> list:
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = mlflow.MlflowClient(tracking_uri=_uri(tmp_path))
     experiment = client.get_experiment_by_name("test")
     return client.search_runs([experiment.experiment_id])
 
@@ -73,7 +88,9 @@ def test_training_run_end_to_end(sample_mirror, tmp_path: Path) -> None:
     assert checks["predictions_in_range"] is True
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert {"catalog", "content_features", "rating_splits", "item_features", "user_features",
-            "two_tower_model", "model_evaluation"} <= materialized  # fmt: skip
+            "two_tower_model", "model_evaluation", "item_embeddings", "content_index",
+            "model_version", "champion"} <= materialized  # fmt: skip
+    assert checks["serves_sane_answers"] is True and checks["not_worse_than_champion"] is True
     assert checks["content_vectors_complete"] is True and checks["pandera_schema"] is True
 
     runs = _runs(tmp_path)
@@ -85,7 +102,7 @@ def test_training_run_end_to_end(sample_mirror, tmp_path: Path) -> None:
             "P2.two_tower.rmse_k3"} <= set(run.data.metrics)  # fmt: skip
     assert "embedding_dim" in run.data.params
     assert any(k.startswith("data.") for k in run.data.tags)
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = mlflow.MlflowClient(tracking_uri=_uri(tmp_path))
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"model", "plots", "evaluation.json"} <= artifacts
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
@@ -100,5 +117,30 @@ def test_worse_than_baseline_model_is_blocked(sample_mirror, tmp_path: Path) -> 
     assert checks["beats_baselines"].passed is False
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "model_evaluation" in materialized
-    assert "registry_probe" not in materialized
+    assert not {"model_version", "champion"} & materialized
+    assert registry.champion(_uri(tmp_path), "test-model") is None
     assert [r.info.status for r in _runs(tmp_path)] == ["FINISHED"]  # ended, not left RUNNING
+
+
+@pytest.mark.slow
+def test_registry_promotion_and_a_blocked_second_version(sample_mirror, tmp_path: Path) -> None:
+    first = _run(tmp_path, sample_mirror.root, TINY_MODEL, gate={"ndcg_ratio": 0.0})
+    assert first.success
+    champ = registry.champion(_uri(tmp_path), "test-model")
+    assert champ is not None and champ.version == "1"
+    assert champ.tags["dagster_run_id"] == first.run_id
+    assert any(k.startswith("metric.P1.two_tower.") for k in champ.tags)
+    assert any(k.startswith("source.") for k in champ.tags)
+    # The same training again must now *improve* on the champion by 50 %: it cannot, so the
+    # second version is registered but the alias stays where it was.
+    second = _run(tmp_path, sample_mirror.root, TINY_MODEL, gate={"ndcg_ratio": 0.0},
+                  tolerance=-0.5)  # fmt: skip
+    checks = {e.check_name: e.passed for e in second.get_asset_check_evaluations()}
+    assert checks["serves_sane_answers"] is True and checks["not_worse_than_champion"] is False
+    versions = registry.list_versions(_uri(tmp_path), "test-model")
+    assert [v.version for v in versions] == ["1", "2"]
+    assert registry.champion(_uri(tmp_path), "test-model").version == "1"
+    log = registry.read_promotion_log(tmp_path / "promotions.jsonl")
+    assert [(r.from_version, r.to_version, r.action) for r in log] == [(None, "1", "promote")]
+    # Each run logged into its own single MLflow run, both ended.
+    assert sorted(r.info.status for r in _runs(tmp_path)) == ["FINISHED", "FINISHED"]

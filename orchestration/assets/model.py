@@ -82,7 +82,7 @@ def model_evaluation(
     with tracked_step(mlflow) as run:
         model_p2 = training.train_model(p2, model_p1.params, p2_features, log=context.log.info)
         report = training.evaluate_models(p1, model_p1, p2, model_p2)
-        run.log_metrics({k.replace("@", "_at_"): v for k, v in report.metrics().items()})
+        run.log_metrics(report.logged_metrics())
         run.log_text(report.to_json(), "evaluation.json")
         tracking.log_figures(
             run,

@@ -1,0 +1,441 @@
+"""Typo-tolerant movie title search for the serving API.
+
+`TitleSearchIndex.build(item_ids, titles, years, popularity)` precomputes everything once;
+`search(query, limit)` then returns up to `limit` `SearchHit`s in three tiers:
+
+1. **exact**: the normalized query equals a title's key, with or without its leading article
+   (`matrix` finds "The Matrix").
+2. **prefix**: a key starts with the query (`toy st` -> "Toy Story 2"), then, below those,
+   word-prefix matches where every query word starts a title word, in order
+   (`wars hope` -> "Star Wars: Episode IV - A New Hope", `godfather 2` -> "The Godfather:
+   Part II").
+3. **fuzzy** (only when the tiers above did not fill `limit`): `fuzzy_score` (rapidfuzz ratio,
+   token-sort ratio, and partial ratio where the query is shorter than the title) at or above
+   `FUZZY_CUTOFF`, so typos (`matrx`, `godfater`) still find the film and garbage finds nothing.
+   It scores only a few hundred candidates from a character-bigram index (those most like the
+   query, and those that most contain it), which keeps a query at a few milliseconds on 80 k
+   titles; the fuzzy tier is skipped for queries under `FUZZY_MIN_QUERY_CHARS` characters.
+
+Within the exact and prefix tiers hits are ordered by popularity (desc), then shorter title,
+then item_id; fuzzy hits by similarity plus a small popularity prior (at most
+`FUZZY_POPULARITY_BONUS` points), then the same tie-break. A trailing year (`hamlet 1996`,
+`hamlet (1996)`) puts that year's matches for the rest of the query first.
+
+Keys: `normalize_title` (casefold, accents stripped, `&` -> `and`, apostrophes dropped,
+other punctuation -> space), then stand-alone Roman numerals II-IX (not V) read as digits, so
+`rocky 2` and `rocky ii` both equal "Rocky II". Besides the whole title, a title is found by
+its parts outside and inside parentheses, as MovieLens writes alternate titles ("Seven (a.k.a.
+Se7en)", "Amelie (Fabuleux destin d'Amélie Poulain, Le)"), each with and without its article.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from rapidfuzz import fuzz, process
+
+MatchKind = Literal["exact", "prefix", "fuzzy"]
+
+MAX_QUERY_CHARS = 200
+MAX_LIMIT = 100
+FUZZY_CUTOFF = 75.0  # fuzzy_score below this is not shown
+FUZZY_START_WEIGHT = 0.95  # the query vs a longer title's beginning: at most 95
+FUZZY_PARTIAL_WEIGHT = 0.9  # the query vs the best-matching part of a longer title: at most 90
+FUZZY_POPULARITY_BONUS = 3.0  # the most popular title gains this many points in fuzzy ordering
+FUZZY_MIN_QUERY_CHARS = 3  # shorter queries get exact/prefix hits only
+FUZZY_CANDIDATES = 256  # bigram-overlap candidates scored with fuzzy_score (more for large limit)
+FUZZY_MIN_SHARED = 1 / 3  # candidates share at least this fraction of the query's bigrams
+FUZZY_LONG_SHARE = 0.25  # of which picked for containing the query rather than resembling it
+FUZZY_EXTRA_BIGRAM_WEIGHT = 0.1  # how much a candidate's bigrams beyond the query's count
+ARTICLES = frozenset({"the", "a", "an", "le", "la", "les", "l", "el", "il", "der", "die", "das"})
+
+_PUNCTUATION = re.compile(r"[\W_]+")
+_ELISION = re.compile(r"\b([cdjlmnst]|qu)['’]")  # French l'/d'/qu' keep a word break
+_APOSTROPHE = re.compile(r"['’`´]")
+_LETTERS = str.maketrans({"æ": "ae", "œ": "oe", "ø": "o", "ł": "l", "đ": "d", "ð": "d",
+                          "þ": "th", "ı": "i", "&": " and "})  # fmt: skip
+_NUMERALS = {"ii": "2", "iii": "3", "iv": "4", "vi": "6", "vii": "7", "viii": "8", "ix": "9"}
+_NUMERAL_WORD = re.compile(r"\b(?:" + "|".join(_NUMERALS) + r")\b")
+_YEAR = re.compile(r"^(.*\S)\s+(18[7-9]\d|19\d\d|20\d\d)$")
+_PARENTHESES = re.compile(r"\(([^()]*)\)")
+_TRAILING_ARTICLE = re.compile(
+    r"^(.*\S),\s*(the|an?|les?|la|l'|el|il|lo|los|las|der|die|das|det|den)$", re.IGNORECASE
+)
+_TOP = "\U0010ffff"  # sorts after every character, for prefix range ends
+
+
+def normalize_title(text: str) -> str:
+    """Casefold, strip accents, `&` -> `and`, drop apostrophes, punctuation -> single spaces.
+
+    Apostrophes join (`Schindler's` -> `schindlers`, `don't` -> `dont`) except after a French
+    elision (`L'Atalante` -> `l atalante`), so `l` can be stripped as an article.
+    """
+    if text.isascii():
+        text = text.lower().replace("&", " and ")
+    else:  # compatibility forms (ﬁ, ℌ) decompose; casefold again after them
+        decomposed = unicodedata.normalize("NFKD", text.casefold())
+        text = "".join(c for c in decomposed if not unicodedata.combining(c))
+        text = text.casefold().translate(_LETTERS)
+    if "'" in text or "`" in text or not text.isascii():
+        text = _APOSTROPHE.sub("", _ELISION.sub(r"\1 ", text))
+    return _PUNCTUATION.sub(" ", text).strip()
+
+
+def strip_article(normalized: str) -> str:
+    """`normalized` without a leading article (`the matrix` -> `matrix`); unchanged otherwise."""
+    head, _, rest = normalized.partition(" ")
+    return rest if rest and head in ARTICLES else normalized
+
+
+def search_key(text: str) -> str:
+    """The key titles and queries are compared on: normalized, Roman numerals II-IX as digits."""
+    return _NUMERAL_WORD.sub(lambda m: _NUMERALS[m.group()], normalize_title(text))
+
+
+def title_keys(title: str) -> list[str]:
+    """Distinct search keys of one title: whole, outside and inside parentheses, +- article.
+
+    `Seven (a.k.a. Se7en)` -> `seven a k a se7en`, `seven`, `se7en`; an alternate title with its
+    article moved to the end (`Seventh Seal, The`) gets it back first.
+    """
+    parts = [title]
+    if "(" in title:
+        parts += [_PARENTHESES.sub(" ", title), *_PARENTHESES.findall(title)]
+    keys: dict[str, None] = {}
+    for part in parts:
+        moved = _TRAILING_ARTICLE.match(part.strip())
+        key = search_key(f"{moved.group(2)} {moved.group(1)}" if moved else part)
+        key = key.removeprefix("a k a ").removeprefix("aka ")
+        if key:
+            keys[key] = None
+            keys[strip_article(key)] = None
+    return list(keys)  # the whole title's key first
+
+
+def fuzzy_score(query_key: str, keys: Sequence[str]) -> np.ndarray:
+    """Similarity 0-100 of a query key to each key (both already `search_key`ed).
+
+    The best of the Indel ratio, 0.95 x the token-sort ratio and, where the key is longer than
+    the query, `FUZZY_START_WEIGHT` x the ratio to the key's first `len(query_key)` characters
+    (a typo'd beginning, `star wras`) and `FUZZY_PARTIAL_WEIGHT` x the partial ratio (a typo'd
+    part anywhere), so only an exact key scores 100 and a plain prefix 95. Unlike
+    `fuzz.WRatio`, a short title never scores high just by occurring inside a long query.
+    """
+    if not keys:
+        return np.zeros(0)
+
+    def each(scorer: object, choices: Sequence[str] = keys) -> np.ndarray:
+        return process.cdist([query_key], choices, scorer=scorer, processor=None)[0]
+
+    score = np.maximum(each(fuzz.ratio), 0.95 * each(fuzz.token_sort_ratio))
+    n = len(query_key)
+    longer = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys)) > n
+    if longer.any():
+        start = FUZZY_START_WEIGHT * each(fuzz.ratio, [key[:n] for key in keys])
+        part = FUZZY_PARTIAL_WEIGHT * each(fuzz.partial_ratio)
+        score = np.where(longer, np.maximum(score, np.maximum(start, part)), score)
+    return np.round(score.astype(np.float64), 1)
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One candidate title; `score` is its `fuzzy_score` (0-100) to the closest key."""
+
+    item_id: int
+    title: str
+    year: int | None
+    match: MatchKind
+    score: float
+
+
+def _as_year(value: object) -> int | None:
+    if value is None:
+        return None
+    try:
+        year = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return int(year) if math.isfinite(year) and year > 0 else None
+
+
+def _bigram_codes(key: str) -> np.ndarray:
+    """Codes of the distinct character bigrams of ` key ` (two code points in one int64)."""
+    points = np.frombuffer(f" {key} ".encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+    return np.unique((points[:-1] << 21) | points[1:])
+
+
+class TitleSearchIndex:
+    """An immutable search index over a catalogue; build it with `TitleSearchIndex.build`."""
+
+    def __init__(
+        self,
+        item_ids: np.ndarray,
+        titles: list[str],
+        years: list[int | None],
+        popularity: np.ndarray,
+        keys: list[list[str]],
+    ) -> None:
+        """Index rows already in rank order (popularity desc, shorter title, item_id).
+
+        `keys[row]` is `title_keys(titles[row])`, non-empty.
+        """
+        self._item_ids = item_ids
+        self._titles = titles
+        self._years = years
+        peak = math.log1p(float(popularity.max())) if len(popularity) else 0.0
+        self._prior = np.log1p(popularity) / peak if peak > 0 else np.zeros(len(popularity))
+        self._tokens = [tuple(row_keys[0].split()) for row_keys in keys]
+
+        # Every key of every row, rows' keys contiguous (`_choice_starts[row]` on).
+        choice_keys: list[str] = []
+        choice_rows: list[int] = []
+        starts = [0]
+        for row, row_keys in enumerate(keys):
+            choice_keys.extend(row_keys)
+            choice_rows.extend([row] * len(row_keys))
+            starts.append(len(choice_keys))
+        self._choice_keys = choice_keys
+        self._choice_rows = np.asarray(choice_rows, dtype=np.int64)
+        self._choice_starts = starts
+
+        self._exact: dict[str, list[int]] = {}
+        for key, row in zip(choice_keys, choice_rows, strict=True):
+            rows = self._exact.setdefault(key, [])
+            if not rows or rows[-1] != row:
+                rows.append(row)
+
+        order = sorted(range(len(choice_keys)), key=choice_keys.__getitem__)
+        self._sorted_keys = [choice_keys[i] for i in order]
+        self._sorted_rows = self._choice_rows[order]
+
+        pairs = sorted({(tok, row) for row, toks in enumerate(self._tokens) for tok in toks})
+        self._vocab: list[str] = []
+        starts: list[int] = []
+        for i, (tok, _) in enumerate(pairs):
+            if not self._vocab or self._vocab[-1] != tok:
+                self._vocab.append(tok)
+                starts.append(i)
+        self._word_starts = np.asarray([*starts, len(pairs)], dtype=np.int64)
+        self._word_rows = np.asarray([row for _, row in pairs], dtype=np.int64)
+
+        self._build_bigrams(choice_keys)
+
+    def _build_bigrams(self, keys: list[str]) -> None:
+        """CSR postings bigram code -> choice indices, and each choice's distinct bigram count."""
+        m = len(keys)
+        padded = [f" {k} " for k in keys]
+        lengths = np.fromiter(map(len, padded), dtype=np.int64, count=m)
+        blob = "".join(padded).encode("utf-32-le")
+        points = np.frombuffer(blob, dtype=np.uint32).astype(np.int64)
+        codes = (points[:-1] << 21) | points[1:]
+        owners = np.repeat(np.arange(m, dtype=np.int64), lengths)[:-1]
+        inside = np.ones(len(codes), dtype=bool)
+        inside[np.cumsum(lengths)[:-1] - 1] = False  # pairs that straddle two keys
+        codes, owners = codes[inside], owners[inside]
+        order = np.lexsort((owners, codes))
+        codes, owners = codes[order], owners[order]
+        fresh = np.ones(len(codes), dtype=bool)
+        fresh[1:] = (codes[1:] != codes[:-1]) | (owners[1:] != owners[:-1])
+        codes, owners = codes[fresh], owners[fresh]
+        self._gram_codes, gram_starts = np.unique(codes, return_index=True)
+        self._gram_starts = np.append(gram_starts, len(codes))
+        self._gram_owners = owners
+        self._gram_counts = np.bincount(owners, minlength=m).astype(np.float64)
+
+    @classmethod
+    def build(
+        cls,
+        item_ids: Sequence[int] | np.ndarray,
+        titles: Sequence[str] | np.ndarray,
+        years: Sequence[int | float | None] | np.ndarray,
+        popularity: Sequence[float] | np.ndarray,
+    ) -> TitleSearchIndex:
+        """Index aligned arrays; titles without letters or digits are left out.
+
+        Missing years (None, NaN, <= 0) become None and missing popularity (NaN) 0. Raises
+        ValueError on unequal lengths, duplicate item ids or negative popularity.
+        """
+        lengths = {len(item_ids), len(titles), len(years), len(popularity)}
+        if len(lengths) != 1:
+            raise ValueError(
+                "item_ids, titles, years and popularity must have the same length, got "
+                f"{len(item_ids)}, {len(titles)}, {len(years)}, {len(popularity)}"
+            )
+        titles, years = list(titles), list(years)  # positional, also for pandas Series
+        ids = np.asarray(item_ids, dtype=np.int64).reshape(-1)
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("item_ids must be unique")
+        pop = np.asarray(popularity, dtype=np.float64).reshape(-1)
+        pop = np.where(np.isnan(pop), 0.0, pop)
+        if (pop < 0).any() or not np.isfinite(pop).all():
+            raise ValueError("popularity must be finite and non-negative")
+        keys = [title_keys(t) if isinstance(t, str) else [] for t in titles]
+        keep = [i for i, row_keys in enumerate(keys) if row_keys]
+        text = [str(titles[i]) for i in keep]
+        title_len = np.fromiter(map(len, text), dtype=np.int64, count=len(keep))
+        kept = np.asarray(keep, dtype=np.int64)
+        rank = np.lexsort((ids[kept], title_len, -pop[kept]))
+        return cls(
+            ids[kept][rank],
+            [text[i] for i in rank],
+            [_as_year(years[keep[i]]) for i in rank],
+            pop[kept][rank],
+            [keys[keep[i]] for i in rank],
+        )
+
+    def __len__(self) -> int:
+        """Number of indexed titles."""
+        return len(self._titles)
+
+    def search(self, query: str, limit: int = 10) -> list[SearchHit]:
+        """Up to `limit` hits for `query`, best first (exact, then prefix, then fuzzy)."""
+        if not isinstance(query, str):
+            raise TypeError("query must be a string")
+        if len(query) > MAX_QUERY_CHARS:
+            raise ValueError(f"query must be at most {MAX_QUERY_CHARS} characters")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}")
+        key = search_key(query)
+        if not key:
+            raise ValueError("query must contain letters or digits")
+
+        ranked = self._search(key, limit)
+        dated = _YEAR.match(key)
+        if dated:  # `hamlet 1996`: that year's matches for `hamlet` go first
+            year = int(dated.group(2))
+            undated = self._search(dated.group(1), min(MAX_LIMIT, 4 * limit))
+            first = [hit for hit in undated if self._years[hit[0]] == year]
+            ranked = first + ranked + undated
+        hits: list[SearchHit] = []
+        seen: set[int] = set()
+        for row, kind, score in ranked:
+            if row in seen:
+                continue
+            seen.add(row)
+            hits.append(
+                SearchHit(
+                    item_id=int(self._item_ids[row]),
+                    title=self._titles[row],
+                    year=self._years[row],
+                    match=kind,
+                    score=score,
+                )
+            )
+            if len(hits) == limit:
+                break
+        return hits
+
+    def _search(self, key: str, limit: int) -> list[tuple[int, MatchKind, float]]:
+        """(row, match, score) for one normalized key, best first, at most `limit`."""
+        exact = self._exact.get(key, [])[:limit]
+        found: list[tuple[int, MatchKind, float]] = [(row, "exact", 100.0) for row in exact]
+        seen = set(exact)
+        prefix = self._prefix_rows(key, limit, seen)
+        scores = self._similarity(key, prefix)
+        found.extend((row, "prefix", score) for row, score in zip(prefix, scores, strict=True))
+        if len(found) < limit and len(key) >= FUZZY_MIN_QUERY_CHARS:
+            found.extend((row, "fuzzy", score) for row, score in self._fuzzy(key, limit, seen))
+        return found[:limit]
+
+    def _prefix_rows(self, key: str, limit: int, seen: set[int]) -> list[int]:
+        """Rows whose key starts with `key`, then rows whose words start with its words."""
+        out: list[int] = []
+        lo = bisect_left(self._sorted_keys, key)
+        hi = bisect_left(self._sorted_keys, key + _TOP, lo)
+        for row in self._distinct(self._sorted_rows[lo:hi]).tolist():
+            if row not in seen:
+                seen.add(row)
+                out.append(row)
+                if len(seen) >= limit:
+                    return out
+
+        words = key.split()
+        mask: np.ndarray | None = None
+        for word in dict.fromkeys(words):
+            lo = bisect_left(self._vocab, word)
+            hi = bisect_left(self._vocab, word + _TOP, lo)
+            rows = self._word_rows[self._word_starts[lo] : self._word_starts[hi]]
+            if not len(rows):
+                return out
+            hit = np.zeros(len(self._titles), dtype=bool)
+            hit[rows] = True
+            mask = hit if mask is None else mask & hit
+        if mask is None:
+            return out
+        for row in np.flatnonzero(mask).tolist():
+            if row in seen or (len(words) > 1 and not self._words_in_order(words, row)):
+                continue
+            seen.add(row)
+            out.append(row)
+            if len(seen) >= limit:
+                break
+        return out
+
+    def _distinct(self, rows: np.ndarray) -> np.ndarray:
+        """Sorted distinct rows; a mask over all rows beats sorting a long slice."""
+        if len(rows) < 4096:
+            return np.unique(rows)
+        mask = np.zeros(len(self._titles), dtype=bool)
+        mask[rows] = True
+        return np.flatnonzero(mask)
+
+    def _words_in_order(self, words: list[str], row: int) -> bool:
+        tokens = iter(self._tokens[row])
+        return all(any(tok.startswith(word) for tok in tokens) for word in words)
+
+    def _fuzzy(self, key: str, limit: int, seen: set[int]) -> list[tuple[int, float]]:
+        """Rows not in `seen` scoring >= FUZZY_CUTOFF, in fuzzy order, at most enough."""
+        if not self._choice_keys:
+            return []
+        query = _bigram_codes(key)
+        pos = np.searchsorted(self._gram_codes, query)
+        known = pos < len(self._gram_codes)
+        known[known] = self._gram_codes[pos[known]] == query[known]
+        pos = pos[known]
+        if not len(pos):
+            return []
+        owners = np.concatenate(
+            [self._gram_owners[self._gram_starts[p] : self._gram_starts[p + 1]] for p in pos]
+        )
+        shared = np.bincount(owners, minlength=len(self._choice_keys))
+        # Dice overlap finds whole-title typos; a Tversky index that barely counts the title's
+        # extra bigrams finds the query inside a long title ("the tmeple of" -> Indiana Jones).
+        n = max(FUZZY_CANDIDATES, 8 * limit)
+        picked = np.flatnonzero(shared >= max(1.0, FUZZY_MIN_SHARED * len(query)))
+        if len(picked) > n:
+            common = shared[picked].astype(np.float64)
+            extra = self._gram_counts[picked] - common
+            dice = common / (len(query) + self._gram_counts[picked])
+            contained = common / (len(query) + FUZZY_EXTRA_BIGRAM_WEIGHT * extra)
+            n_long = int(n * FUZZY_LONG_SHARE)
+            picked = np.union1d(
+                picked[np.argpartition(-dice, n - n_long)[: n - n_long]],
+                picked[np.argpartition(-contained, n_long)[:n_long]],
+            )
+        scores = fuzzy_score(key, [self._choice_keys[i] for i in picked])
+        best: dict[int, float] = {}
+        for i in np.flatnonzero(scores >= FUZZY_CUTOFF).tolist():
+            row, score = int(self._choice_rows[picked[i]]), float(scores[i])
+            if row not in seen and score > best.get(row, -1.0):
+                best[row] = score
+        ordered = sorted(
+            best.items(),
+            key=lambda item: (-(item[1] + FUZZY_POPULARITY_BONUS * self._prior[item[0]]), item[0]),
+        )
+        return ordered[: limit - len(seen)]
+
+    def _similarity(self, key: str, rows: list[int]) -> list[float]:
+        """Each row's best `fuzzy_score` over its keys."""
+        if not rows:
+            return []
+        spans = [(self._choice_starts[row], self._choice_starts[row + 1]) for row in rows]
+        scores = fuzzy_score(key, [self._choice_keys[i] for lo, hi in spans for i in range(lo, hi)])
+        bounds = np.cumsum([0] + [hi - lo for lo, hi in spans[:-1]])
+        return np.maximum.reduceat(scores, bounds).tolist()

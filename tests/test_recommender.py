@@ -1,0 +1,118 @@
+"""The serving engine over a real tiny bundle: similar, search, recommend, score, verification."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recommender_lib.bundle import BundleError
+from recommender_lib.content_index import SimilarityFilters
+from recommender_lib.recommender import Recommender, UnknownTitleError, UnknownUserError
+from tests.support.tiny_bundle import build_tiny_bundle
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def bundle(sample_mirror, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_bundle(sample_mirror, tmp_path_factory.mktemp("tiny_bundle"))
+
+
+@pytest.fixture(scope="module")
+def rec(bundle: Path) -> Recommender:
+    return Recommender.load(bundle)
+
+
+def test_bundle_holds_every_catalogue_title(rec: Recommender) -> None:
+    ids = rec.embeddings.item_ids
+    assert (ids < 0).any() and (ids > 0).any()  # IMDb-only titles are served too
+    assert rec.embeddings.vectors.shape[0] == len(rec.catalog) == len(rec.content)
+    assert np.isfinite(rec.embeddings.vectors).all()
+    np.testing.assert_allclose(np.linalg.norm(rec.embeddings.vectors, axis=1), 1.0, rtol=1e-4)
+    assert rec.manifest["dagster_run_id"] == "test" and len(rec.version) == 16
+
+
+def test_title_lookup_by_tconst_and_movie_id(rec: Recommender) -> None:
+    row = rec.row(1)
+    assert rec.row("1") == row and rec.title(row)["movie_id"] == 1
+    tconst = rec.title(row)["tconst"]
+    if tconst:
+        assert rec.row(tconst) == row
+    for bad in ("tt9999999999", "abc", -5, "0"):
+        with pytest.raises(UnknownTitleError):
+            rec.row(bad)
+
+
+def test_similar_titles_share_genres_and_honour_filters(rec: Recommender) -> None:
+    row = next(r for r in range(len(rec.catalog)) if len(rec.catalog.iloc[r]["genres"]) >= 2)
+    ref = int(rec.embeddings.item_ids[row])
+    ref = ref if ref > 0 else rec.title(row)["tconst"]
+    genres = set(rec.title(row)["genres"])
+    hits = rec.similar(ref, 10)
+    assert len(hits) == 10 and row not in [r for r, _ in hits]
+    assert all(genres & set(rec.title(r)["genres"]) for r, _ in hits[:3])
+    only_series = rec.similar(ref, 5, SimilarityFilters(title_types=frozenset({"tvSeries"})))
+    assert all(rec.title(r)["title_type"] == "tvSeries" for r, _ in only_series)
+
+
+def test_search_finds_a_title_with_a_typo(rec: Recommender) -> None:
+    title = rec.title(rec.row(1))["title"]
+    typo = title[:2] + title[3:] if len(title) > 4 else title
+    rows = [r for r, _ in rec.search(typo, 10)]
+    assert rec.row(1) in rows
+
+
+def test_recommend_from_ratings(rec: Recommender) -> None:
+    ratings = [(1, 5.0), (2, 4.0), (3, 1.0)]
+    result = rec.recommend(ratings, 10)
+    assert result.strategy == "two_tower" and len(result.items) == 10
+    ids = [i.item_id for i in result.items]
+    assert not {1, 2, 3} & set(ids) and len(set(ids)) == 10
+    assert all(0.5 <= i.predicted_rating <= 5.0 for i in result.items)
+    stars = [i.predicted_rating for i in result.items]
+    assert stars == sorted(stars, reverse=True)
+    assert all(i.because in {1, 2} for i in result.items)  # a liked title, never the 1-star one
+    # excluded titles and filters
+    again = rec.recommend(ratings, 10, exclude=[ids[0]])
+    assert ids[0] not in [i.item_id for i in again.items]
+    recent = rec.recommend(ratings, 5, SimilarityFilters(min_year=2000))
+    assert all((rec.title(rec.row_of(i.item_id))["year"] or 0) >= 2000 for i in recent.items)
+
+
+def test_recommend_without_ratings_falls_back_to_popular(rec: Recommender) -> None:
+    result = rec.recommend([], 5)
+    assert result.strategy == "popular" and "popular" in result.note and len(result.items) == 5
+    pops = [i.score for i in result.items]
+    assert pops == sorted(pops, reverse=True)
+
+
+def test_known_user_and_scores(rec: Recommender) -> None:
+    user = int(rec.user_ids[0])
+    seen = set(rec.history_items[rec.history_offsets[0] : rec.history_offsets[1]].tolist())
+    result = rec.recommend_for_user(user, 10)
+    assert len(result.items) == 10 and not seen & {i.item_id for i in result.items}
+    with pytest.raises(UnknownUserError):
+        rec.recommend_for_user(10**9, 5)
+    scores = rec.score([(1, 5.0)], [2, 3, "2"])
+    assert (
+        scores.shape == (3,) and scores[0] == scores[2] and ((scores >= 0.5) & (scores <= 5)).all()
+    )
+    # the engine's predictions are the model's own predictions
+    expected = rec.model.predict_from_ratings(
+        __import__("pandas").DataFrame({"movie_id": [1], "rating": [5.0]}), np.array([2, 3])
+    )
+    np.testing.assert_allclose(scores[:2], expected, atol=1e-4)
+
+
+def test_a_tampered_bundle_is_refused(bundle: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    target = copy / "embeddings" / "item_embeddings.npz"
+    data = bytearray(target.read_bytes())
+    data[-10] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="item_embeddings"):
+        Recommender.load(copy)

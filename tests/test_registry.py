@@ -1,0 +1,382 @@
+"""Model registry: register bundles, champion alias, promotion log, rollback and the CLI.
+
+Runs against a real SQLite MLflow store in a temp folder. Bundles are logged through the real
+`register_bundle` path once per module; tests that move aliases get their own registered model
+whose versions point at those logged models, so they do not depend on each other's order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from recommender_lib.bundle import BundleError, read_manifest, write_bundle
+from recommender_lib.config import Settings
+from recommender_lib.registry import (
+    CHAMPION,
+    RegistryError,
+    champion,
+    default_promotion_log,
+    download_bundle,
+    list_versions,
+    main,
+    promote,
+    read_promotion_log,
+    register_bundle,
+    rollback,
+)
+
+BASE = "cine-reco-test"
+_names = itertools.count(1)
+
+
+def _echo_model():
+    """A tiny pyfunc that reads the bundle manifest at load time and returns its version."""
+    import mlflow.pyfunc
+
+    class BundleEcho(mlflow.pyfunc.PythonModel):
+        def load_context(self, context):
+            manifest = Path(context.artifacts["bundle"]) / "manifest.json"
+            self.bundle_version = json.loads(manifest.read_text())["bundle_version"]
+
+        def predict(self, context, model_input, params=None):
+            return [self.bundle_version] * len(model_input)
+
+    return BundleEcho()
+
+
+@dataclass(frozen=True)
+class Store:
+    root: Path
+    uri: str
+    bundles: dict[str, Path]
+    registered: list  # RegisteredVersion of BASE versions 1, 2, 3
+
+    def client(self):
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+
+def _make_bundle(root: Path, name: str, payload: bytes) -> Path:
+    src = root / "src" / name
+    src.mkdir(parents=True)
+    (src / "two_tower.keras").write_bytes(payload)
+    (src / "vocab.txt").write_text("tt0111161\n")
+    return write_bundle(
+        root / "bundles" / name,
+        {"model/two_tower.keras": src / "two_tower.keras", "vocab.txt": src / "vocab.txt"},
+        {
+            "git_commit": "deadbeef",
+            "metrics": {"rmse": 0.87, "ndcg_at_10": 0.31},
+            "source_versions": {"movielens": "2024-01", "imdb": "2024-02-03"},
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        root = tmp_path_factory.mktemp("registry")
+        uri = f"sqlite:///{root}/mlflow.db"
+        bundles = {"a": _make_bundle(root, "a", b"weights-a"), "b": _make_bundle(root, "b", b"b")}
+        registered = [
+            register_bundle(
+                bundles[key],
+                tracking_uri=uri,
+                python_model=_echo_model(),
+                model_name=BASE,
+                artifact_root=root / "artifacts",
+                tags={"trigger": f"test-{i}"},
+                pip_requirements=["mlflow"],
+            )
+            for i, key in enumerate(["a", "a", "b"], start=1)
+        ]
+        yield Store(root, uri, bundles, registered)
+
+
+@pytest.fixture
+def model(store: Store) -> str:
+    """A fresh registered model whose versions 1-3 are copies of BASE versions 1-3."""
+    client = store.client()
+    name = f"fresh-{next(_names)}"
+    client.create_registered_model(name)
+    for mv in sorted(
+        client.search_model_versions(f"name = '{BASE}'"), key=lambda v: int(v.version)
+    ):
+        source = client.get_model_version_download_uri(BASE, mv.version)
+        client.create_model_version(name, source, run_id=mv.run_id, tags=dict(mv.tags))
+    return name
+
+
+# --------------------------------------------------------------------------- register
+
+
+def test_register_twice_gives_two_tagged_versions(store: Store) -> None:
+    first, second, third = store.registered
+    assert [r.version for r in store.registered] == ["1", "2", "3"]
+    assert first.bundle_version == second.bundle_version != third.bundle_version
+    assert first.run_id != second.run_id
+    assert first.model_uri == f"models:/{BASE}/1"
+    versions = list_versions(store.uri, BASE)
+    assert [v.version for v in versions] == ["1", "2", "3"]
+    tags = versions[0].tags
+    assert tags["bundle_version"] == read_manifest(store.bundles["a"])["bundle_version"]
+    assert tags["metric.rmse"] == "0.87"
+    assert tags["source.imdb"] == "2024-02-03"
+    assert tags["trigger"] == "test-1"
+    assert versions[1].tags["trigger"] == "test-2"
+    assert all(v.status == "READY" and not v.is_champion for v in versions)
+    run = store.client().get_run(first.run_id)
+    assert run.info.status == "FINISHED"
+
+
+def test_register_resumes_given_run_and_restores_global_uri(store: Store) -> None:
+    import mlflow
+
+    before = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    client = store.client()
+    experiment = client.get_experiment_by_name("cine-reco")
+    run = client.create_run(experiment.experiment_id)
+    registered = register_bundle(
+        store.bundles["b"],
+        tracking_uri=store.uri,
+        python_model=_echo_model(),
+        model_name="resumed",
+        run_id=run.info.run_id,
+        pip_requirements=["mlflow"],
+    )
+    assert registered.run_id == run.info.run_id
+    assert client.get_model_version("resumed", registered.version).run_id == run.info.run_id
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    assert (mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None) == before
+    assert mlflow.active_run() is None
+
+
+def test_register_refuses_invalid_bundle(store: Store, tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text("{")
+    with pytest.raises(BundleError, match="bad manifest JSON"):
+        register_bundle(
+            tmp_path, tracking_uri=store.uri, python_model=_echo_model(), model_name="never"
+        )
+
+
+def test_failed_logging_marks_run_failed(store: Store) -> None:
+    import threading
+
+    import mlflow
+
+    before = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    unpicklable = _echo_model()
+    unpicklable.lock = threading.Lock()
+    with pytest.raises(Exception, match="serialize"):
+        register_bundle(
+            store.bundles["a"],
+            tracking_uri=store.uri,
+            python_model=unpicklable,
+            model_name="broken",
+            experiment_name="failures",
+            artifact_root=store.root / "artifacts-failures",
+            pip_requirements=["mlflow"],
+        )
+    client = store.client()
+    experiment = client.get_experiment_by_name("failures")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FAILED"
+    assert mlflow.active_run() is None
+    assert (mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None) == before
+    assert list_versions(store.uri, "broken") == []
+
+
+def test_logged_pyfunc_reads_bundle(store: Store) -> None:
+    import mlflow.pyfunc
+
+    uri = store.client().get_model_version_download_uri(BASE, "3")
+    loaded = mlflow.pyfunc.load_model(uri)
+    assert loaded.predict([1, 2]) == [store.registered[2].bundle_version] * 2
+
+
+# --------------------------------------------------------------------------- download
+
+
+def test_download_champion_bundle(store: Store, model: str, tmp_path: Path) -> None:
+    log = tmp_path / "promotions.jsonl"
+    promote(store.uri, model, "3", reason="better ndcg", actor="test", log_path=log)
+    dest = tmp_path / "serving" / "current"
+    got = download_bundle(f"models:/{model}@champion", tracking_uri=store.uri, dest=dest)
+    assert got == dest
+    assert read_manifest(dest)["bundle_version"] == store.registered[2].bundle_version
+    assert (dest / "model" / "two_tower.keras").read_bytes() == b"b"
+    # Re-download another version over it: replaced atomically, nothing left beside it.
+    download_bundle(f"models:/{model}/1", tracking_uri=store.uri, dest=dest)
+    assert (dest / "model" / "two_tower.keras").read_bytes() == b"weights-a"
+    download_bundle("@champion", tracking_uri=store.uri, model_name=model, dest=dest)
+    download_bundle("2", tracking_uri=store.uri, model_name=model, dest=dest)
+    assert [p.name for p in dest.parent.iterdir()] == ["current"]
+
+
+@pytest.mark.parametrize("ref", ["models:/{m}@champion", "models:/{m}/99", "models:/nope/1", "x"])
+def test_download_unknown_alias_or_version(
+    store: Store, model: str, tmp_path: Path, ref: str
+) -> None:
+    with pytest.raises(RegistryError, match=r"has no (alias|version)"):
+        download_bundle(
+            ref.format(m=model), tracking_uri=store.uri, model_name=model, dest=tmp_path / "d"
+        )
+    assert not (tmp_path / "d").exists()
+
+
+def test_tampered_artifact_store_copy_is_refused(store: Store, tmp_path: Path) -> None:
+    client = store.client()
+    registered = register_bundle(
+        store.bundles["a"],
+        tracking_uri=store.uri,
+        python_model=_echo_model(),
+        model_name="tampered",
+        pip_requirements=["mlflow"],
+    )
+    dest = tmp_path / "current"
+    download_bundle(registered.model_uri, tracking_uri=store.uri, dest=dest)
+    location = client.get_model_version_download_uri("tampered", registered.version)
+    stored = Path(location.removeprefix("file://")) / "artifacts" / "a" / "vocab.txt"
+    assert stored.is_file(), stored
+    stored.write_text("tt0111162\n")
+    with pytest.raises(BundleError, match=r"'vocab.txt' sha256 mismatch"):
+        download_bundle(registered.model_uri, tracking_uri=store.uri, dest=dest)
+    assert (dest / "vocab.txt").read_text() == "tt0111161\n"  # previous copy untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["current"]
+
+
+# --------------------------------------------------------------------------- promote / rollback
+
+
+def test_promote_moves_alias_and_logs(store: Store, model: str, tmp_path: Path) -> None:
+    log = tmp_path / "log" / "promotions.jsonl"
+    assert champion(store.uri, model) is None
+    first = promote(store.uri, model, "1", reason="first", actor="dagster run r1", log_path=log)
+    second = promote(store.uri, model, "2", reason="retrained", actor="alice", log_path=log)
+    assert (first.from_version, first.to_version, first.action) == (None, "1", "promote")
+    assert (second.from_version, second.to_version) == ("1", "2")
+    current = champion(store.client(), model)
+    assert current is not None and current.version == "2" and current.is_champion
+    assert current.tags["promotion_reason"] == "retrained"
+    assert current.tags["promoted_at"] == second.at
+    assert read_promotion_log(log) == [first, second]
+    assert [v.version for v in list_versions(store.uri, model) if v.is_champion] == ["2"]
+    lines = log.read_text().splitlines()
+    assert json.loads(lines[1])["actor"] == "alice"
+
+
+def test_promote_missing_version_keeps_champion(store: Store, model: str, tmp_path: Path) -> None:
+    log = tmp_path / "promotions.jsonl"
+    promote(store.uri, model, "1", reason="first", actor="t", log_path=log)
+    with pytest.raises(RegistryError, match="has no version '42'"):
+        promote(store.uri, model, "42", reason="typo", actor="t", log_path=log)
+    with pytest.raises(RegistryError, match="already the champion"):
+        promote(store.uri, model, "1", reason="again", actor="t", log_path=log)
+    assert champion(store.uri, model).version == "1"
+    assert len(read_promotion_log(log)) == 1
+
+
+def test_rollback_walks_back_through_promotions(store: Store, model: str, tmp_path: Path) -> None:
+    log = tmp_path / "promotions.jsonl"
+    for version in ("1", "2", "3"):
+        promote(store.uri, model, version, reason=f"v{version}", actor="t", log_path=log)
+    back = rollback(store.uri, model, log_path=log, actor="oncall")
+    assert (back.from_version, back.to_version, back.action) == ("3", "2", "rollback")
+    assert back.reason == "manual rollback"
+    assert champion(store.uri, model).version == "2"
+    assert rollback(store.uri, model, log_path=log, actor="oncall").to_version == "1"
+    with pytest.raises(RegistryError, match="no champion before version 1"):
+        rollback(store.uri, model, log_path=log, actor="oncall")
+    explicit = rollback(store.uri, model, log_path=log, actor="oncall", to_version="3")
+    assert (explicit.from_version, explicit.to_version) == ("1", "3")
+    assert [r.action for r in read_promotion_log(log)] == ["promote"] * 3 + ["rollback"] * 3
+
+
+def test_rollback_without_history(store: Store, model: str, tmp_path: Path) -> None:
+    log = tmp_path / "promotions.jsonl"
+    with pytest.raises(RegistryError, match="no champion to roll back from"):
+        rollback(store.uri, model, log_path=log, actor="t")
+    store.client().set_registered_model_alias(model, CHAMPION, "2")  # moved outside the log
+    with pytest.raises(RegistryError, match="records no champion before version 2"):
+        rollback(store.uri, model, log_path=log, actor="t")
+    assert champion(store.uri, model).version == "2"
+    assert not log.exists()
+
+
+def test_read_promotion_log(tmp_path: Path) -> None:
+    log = tmp_path / "promotions.jsonl"
+    assert read_promotion_log(log) == []
+    good = {
+        "at": "2025-01-01T00:00:00+00:00",
+        "model_name": "m",
+        "from_version": None,
+        "to_version": "1",
+        "actor": "a",
+        "reason": "r",
+        "action": "promote",
+    }
+    log.write_text(json.dumps(good) + "\n\n" + "{oops\n")
+    with pytest.raises(RegistryError, match="line 3"):
+        read_promotion_log(log)
+    log.write_text(json.dumps(good) + "\n" + json.dumps({**good, "action": "delete"}) + "\n")
+    with pytest.raises(RegistryError, match="line 2"):
+        read_promotion_log(log)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli(
+    store: Store,
+    model: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("CINE_DATA_DIR", str(tmp_path / "data"))
+    log = default_promotion_log(Settings.from_env())
+    assert log == tmp_path / "data" / "registry" / "promotions.jsonl"
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        code = main(["--tracking-uri", store.uri, "--model-name", model, *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = cli("list")
+    assert code == 0 and out.splitlines()[0].split() == [
+        "VERSION", "STATUS", "BUNDLE", "CREATED", "RUN", "METRICS"
+    ]  # fmt: skip
+    assert "rmse=0.87" in out and len(out.splitlines()) == 4
+    assert cli("log")[1].startswith("no promotions")
+    assert cli("rollback")[:2] == (1, "")
+    assert cli("promote", "1", "--reason", "first")[0] == 0
+    code, out, err = cli("promote", "7", "--reason", "typo")
+    assert code == 1 and err.startswith("error: ") and "Traceback" not in err
+    assert cli("--actor", "bob", "promote", "2", "--reason", "retrained")[1] == (
+        f"promote: {model} champion 1 -> 2\n"
+    )
+    code, out, _ = cli("list")
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("*")] == ["2"]
+    code, out, _ = cli("rollback", "--reason", "bad canary")
+    assert code == 0 and out == f"rollback: {model} champion 2 -> 1\n"
+    code, out, _ = cli("log")
+    assert code == 0 and len(out.splitlines()) == 4
+    assert "bad canary" in out and "bob" in out
+    assert [r.action for r in read_promotion_log(log)] == ["promote", "promote", "rollback"]
+    assert cli("rollback", "--to", "99")[0] == 1
+
+
+def test_cli_missing_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    uri = f"sqlite:///{tmp_path}/nope/mlflow.db"
+    assert main(["--tracking-uri", uri, "--promotion-log", str(tmp_path / "p.jsonl"), "list"]) == 1
+    assert "no MLflow database" in capsys.readouterr().err
+    assert not (tmp_path / "nope").exists()
