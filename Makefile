@@ -8,6 +8,8 @@ SAMPLE_PROFILE ?= demo
 MIRROR := $(DATA_DIR)/mirror/$(SAMPLE_PROFILE)
 DAGSTER_PORT ?= 3000
 MLFLOW_PORT ?= 5000
+API_PORT ?= 8000
+API_WORKERS ?= 1
 
 export DAGSTER_HOME ?= $(DATA_DIR)/dagster_home
 export CINE_DATA_DIR ?= $(DATA_DIR)
@@ -16,7 +18,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(DATA_DIR)/mlflow/mlflow.db
 SAMPLE_URLS := CINE_IMDB_BASE_URL=file://$(MIRROR)/imdb \
 	CINE_MOVIELENS_URL=file://$(MIRROR)/movielens/ml-latest-small.zip
 
-.PHONY: install test lint demo sample ingest platform clean
+.PHONY: install test lint demo sample ingest platform serve models clean
 
 # Create the virtualenv and install the locked dependencies (re-runs only when the lock changes).
 install: $(VENV)/.installed
@@ -49,16 +51,28 @@ sample: install
 ingest: sample $(DAGSTER_HOME)/dagster.yaml
 	$(SAMPLE_URLS) $(BIN)/dagster job execute -m orchestration.definitions -j ingest
 
-# Every asset: ingest, splits, features, the two-tower model and its evaluation (MLflow).
+# Every asset: ingest, features, the model and its evaluation, the serving bundle registered in
+# MLflow, and the `champion` alias moved to it when the promotion checks pass.
 platform: sample $(DAGSTER_HOME)/dagster.yaml
 	$(SAMPLE_URLS) $(BIN)/dagster job execute -m orchestration.definitions -j full_refresh
 
-# The main command: sample data, a full run, then the Dagster UI and the MLflow UI.
+# The serving API alone: follows `models:/cine-reco@champion` in the MLflow store.
+serve: install
+	$(BIN)/uvicorn serving.app:app --host 127.0.0.1 --port $(API_PORT) --workers $(API_WORKERS)
+
+# Registered model versions, the champion and the promotion log (see README for promote/rollback).
+models: install
+	$(BIN)/python -m recommender_lib.registry list
+	$(BIN)/python -m recommender_lib.registry log
+
+# The main command: sample data, a full run, then the Dagster UI, the MLflow UI and the API.
 demo: platform
-	@echo "Dagster UI: http://127.0.0.1:$(DAGSTER_PORT)   MLflow UI: http://127.0.0.1:$(MLFLOW_PORT)"
+	@echo "Dagster UI: http://127.0.0.1:$(DAGSTER_PORT)   MLflow UI: http://127.0.0.1:$(MLFLOW_PORT)   API + page: http://127.0.0.1:$(API_PORT)  (docs: /docs)"
 	$(BIN)/mlflow server --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 \
 		--port $(MLFLOW_PORT) > $(DATA_DIR)/mlflow/server.log 2>&1 & mlflow_pid=$$!; \
-	trap 'kill $$mlflow_pid' EXIT; \
+	$(BIN)/uvicorn serving.app:app --host 127.0.0.1 --port $(API_PORT) \
+		--workers $(API_WORKERS) > $(DATA_DIR)/api.log 2>&1 & api_pid=$$!; \
+	trap 'kill $$mlflow_pid $$api_pid' EXIT; \
 	$(SAMPLE_URLS) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT)
 
 clean:

@@ -12,6 +12,7 @@ from orchestration.assets.warehouse import warehouse_assets
 from orchestration.checks import warehouse_checks
 from orchestration.jobs import full_refresh_job, ingest_job, retrain_job
 from orchestration.resources import default_resources
+from orchestration.sensors import schedules, sensors
 
 # In-process execution: a multiprocess step pays ~10 s of imports (pandera, DuckDB, later
 # TensorFlow) on these small machines, and DuckDB admits one writing process per file anyway.
@@ -21,6 +22,8 @@ defs = dg.Definitions(
     assets=[*raw_assets, *warehouse_assets, *feature_assets, *model_assets, *registry_assets],
     asset_checks=[*warehouse_checks, *feature_checks, *model_checks, *registry_checks],
     jobs=[ingest_job, retrain_job, full_refresh_job],
+    sensors=sensors,
+    schedules=schedules,
     resources=default_resources(),
     executor=dg.in_process_executor,
 )

@@ -16,10 +16,17 @@ with warnings.catch_warnings():  # dagster-mlflow is marked beta; the warning is
     from dagster_mlflow.resources import CONFIG_SCHEMA as MLFLOW_CONFIG_SCHEMA
     from dagster_mlflow.resources import MlFlow
 
+from orchestration.policies import is_permanent_download_error
 from recommender_lib.config import Settings
-from recommender_lib.download import DownloadProgress, FetchedFile, current_version, fetch_versioned
+from recommender_lib.download import (
+    DownloadError,
+    DownloadProgress,
+    FetchedFile,
+    current_version,
+    fetch_versioned,
+)
 from recommender_lib.formats import IMDB_HEADERS
-from recommender_lib.integrity import verify_gzip_tsv, verify_movielens_zip
+from recommender_lib.integrity import IntegrityError, verify_gzip_tsv, verify_movielens_zip
 from recommender_lib.registry import DEFAULT_MODEL_NAME, default_promotion_log
 from recommender_lib.tracking import DEFAULT_EXPERIMENT, ensure_experiment
 
@@ -78,16 +85,21 @@ class RawSourcesResource(dg.ConfigurableResource):
                 f"{url}: {p.bytes_done / 1e6:.1f}{total} MB at {p.rate_bytes_per_s / 1e6:.1f} MB/s"
             )
 
-        fetched = fetch_versioned(
-            url,
-            store,
-            retention=self.retention,
-            retries=self.retries,
-            backoff_s=self.backoff_s,
-            timeout_s=self.timeout_s,
-            progress=log_progress,
-            **kwargs,
-        )
+        try:
+            fetched = fetch_versioned(
+                url,
+                store,
+                retention=self.retention,
+                retries=self.retries,
+                backoff_s=self.backoff_s,
+                timeout_s=self.timeout_s,
+                progress=log_progress,
+                **kwargs,
+            )
+        except (DownloadError, IntegrityError) as exc:
+            if is_permanent_download_error(exc):  # a retry of the step cannot fix it
+                raise dg.Failure(description=str(exc), allow_retries=False) from exc
+            raise
         state = "new version" if fetched.changed else "unchanged, kept"
         context.log.info(f"{url}: {state} {fetched.version} at {fetched.path}")
         return fetched
@@ -185,7 +197,10 @@ def default_resources(settings: Settings | None = None) -> dict[str, object]:
             {
                 "experiment_name": DEFAULT_EXPERIMENT,
                 "mlflow_tracking_uri": settings.mlflow_tracking_uri,
-                "artifact_root": str(settings.data_dir / "mlflow" / "artifacts"),
+                # A tracking server stores artifacts itself; a local store keeps them in data/
+                "artifact_root": None
+                if settings.mlflow_tracking_uri.startswith("http")
+                else str(settings.data_dir / "mlflow" / "artifacts"),
             }
         ),
     }

@@ -527,12 +527,13 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     )
 
 
+SUMMARY_METRICS = ("P1.two_tower.rmse", "P1.two_tower.ndcg_at_10", "P2.two_tower.rmse_k3")
+
+
 def _metrics_summary(tags: Mapping[str, str]) -> str:
-    return " ".join(
-        f"{k.removeprefix('metric.')}={v}"
-        for k, v in sorted(tags.items())
-        if k.startswith("metric.")
-    )
+    """The headline held-out metrics of a version (all of them are in its tags and MLflow)."""
+    shown = [(m, tags.get(f"metric.{m}")) for m in SUMMARY_METRICS]
+    return " ".join(f"{m.split('.', 1)[1]}={float(v):.4f}" for m, v in shown if v is not None)
 
 
 def _is_mlflow_error(exc: Exception) -> bool:

@@ -71,11 +71,12 @@ def test_definitions_load() -> None:
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     raw = {"imdb_title_basics", "imdb_title_ratings", "movielens_release"}
     later = {"catalog", "content_features", "rating_splits", "item_features", "user_features",
-             "two_tower_model", "model_evaluation"}  # fmt: skip
+             "two_tower_model", "model_evaluation", "item_embeddings", "content_index",
+             "model_version", "champion"}  # fmt: skip
     assert keys == raw | set(WAREHOUSE_TABLES) | later
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
-        assert node.group_name in {"raw", "warehouse", "features", "model"}, key
+        assert node.group_name in {"raw", "warehouse", "features", "model", "registry"}, key
         assert node.kinds, key
         assert node.description, key
     checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
@@ -90,6 +91,9 @@ def test_definitions_load() -> None:
         ("model_evaluation", "predictions_in_range"),
         ("model_evaluation", "beats_baselines"),
     } <= checks
+    assert {("model_version", "serves_sane_answers"),
+            ("model_version", "not_worse_than_champion")} <= checks  # fmt: skip
+    assert {s.name for s in defs.sensors} == {"imdb_dump_sensor", "movielens_release_sensor"}
     for job in ("ingest", "retrain", "full_refresh"):
         assert defs.resolve_job_def(job) is not None
 

@@ -10,6 +10,7 @@ import pytest
 
 from recommender_lib.bundle import BundleError
 from recommender_lib.content_index import SimilarityFilters
+from recommender_lib.promotion import regression_failures, smoke_failures
 from recommender_lib.recommender import Recommender, UnknownTitleError, UnknownUserError
 from tests.support.tiny_bundle import build_tiny_bundle
 
@@ -116,3 +117,15 @@ def test_a_tampered_bundle_is_refused(bundle: Path, tmp_path: Path) -> None:
     target.write_bytes(bytes(data))
     with pytest.raises(BundleError, match="item_embeddings"):
         Recommender.load(copy)
+
+
+def test_promotion_gates(rec: Recommender) -> None:
+    assert smoke_failures(rec) == []
+    champion = {"metric.P1.two_tower.rmse": "0.90", "metric.P1.two_tower.ndcg_at_10": "0.10"}
+    same = dict(champion)
+    assert regression_failures(same, champion, tolerance=0.0) == []
+    worse = {"metric.P1.two_tower.rmse": "0.95", "metric.P1.two_tower.ndcg_at_10": "0.099"}
+    failures = regression_failures(worse, champion, tolerance=0.02)
+    assert len(failures) == 1 and "rmse" in failures[0]  # 0.099 is within 2 % of 0.10
+    assert regression_failures(same, champion, tolerance=-0.01) != []  # must improve
+    assert regression_failures(worse, {}, tolerance=0.0) == []  # nothing to compare with

@@ -73,7 +73,7 @@ def _make_bundle(root: Path, name: str, payload: bytes) -> Path:
         {"model/two_tower.keras": src / "two_tower.keras", "vocab.txt": src / "vocab.txt"},
         {
             "git_commit": "deadbeef",
-            "metrics": {"rmse": 0.87, "ndcg_at_10": 0.31},
+            "metrics": {"P1.two_tower.rmse": 0.87, "P1.two_tower.ndcg_at_10": 0.31},
             "source_versions": {"movielens": "2024-01", "imdb": "2024-02-03"},
         },
     )
@@ -129,7 +129,7 @@ def test_register_twice_gives_two_tagged_versions(store: Store) -> None:
     assert [v.version for v in versions] == ["1", "2", "3"]
     tags = versions[0].tags
     assert tags["bundle_version"] == read_manifest(store.bundles["a"])["bundle_version"]
-    assert tags["metric.rmse"] == "0.87"
+    assert tags["metric.P1.two_tower.rmse"] == "0.87"
     assert tags["source.imdb"] == "2024-02-03"
     assert tags["trigger"] == "test-1"
     assert versions[1].tags["trigger"] == "test-2"
@@ -355,7 +355,7 @@ def test_cli(
     assert code == 0 and out.splitlines()[0].split() == [
         "VERSION", "STATUS", "BUNDLE", "CREATED", "RUN", "METRICS"
     ]  # fmt: skip
-    assert "rmse=0.87" in out and len(out.splitlines()) == 4
+    assert "two_tower.rmse=0.8700" in out and len(out.splitlines()) == 4
     assert cli("log")[1].startswith("no promotions")
     assert cli("rollback")[:2] == (1, "")
     assert cli("promote", "1", "--reason", "first")[0] == 0

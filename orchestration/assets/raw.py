@@ -7,6 +7,7 @@ fetched again (conditional requests) and a failed download leaves the previous v
 import dagster as dg
 
 from orchestration.metadata import fetched_file_metadata
+from orchestration.policies import network_retry_policy
 from orchestration.resources import RawSourcesResource
 from recommender_lib.download import FetchedFile
 from recommender_lib.formats import IMDB_BASICS_FILE, IMDB_HEADERS, IMDB_RATINGS_FILE
@@ -23,7 +24,7 @@ def _result(fetched: FetchedFile, imdb_file: str | None = None) -> dg.Materializ
     )
 
 
-@dg.asset(group_name="raw", kinds=RAW_KINDS)
+@dg.asset(group_name="raw", kinds=RAW_KINDS, retry_policy=network_retry_policy)
 def imdb_title_basics(
     context: dg.AssetExecutionContext, raw_sources: RawSourcesResource
 ) -> dg.MaterializeResult:
@@ -31,7 +32,7 @@ def imdb_title_basics(
     return _result(raw_sources.fetch_imdb(context, IMDB_BASICS_FILE), IMDB_BASICS_FILE)
 
 
-@dg.asset(group_name="raw", kinds=RAW_KINDS)
+@dg.asset(group_name="raw", kinds=RAW_KINDS, retry_policy=network_retry_policy)
 def imdb_title_ratings(
     context: dg.AssetExecutionContext, raw_sources: RawSourcesResource
 ) -> dg.MaterializeResult:
@@ -39,7 +40,7 @@ def imdb_title_ratings(
     return _result(raw_sources.fetch_imdb(context, IMDB_RATINGS_FILE), IMDB_RATINGS_FILE)
 
 
-@dg.asset(group_name="raw", kinds=RAW_KINDS)
+@dg.asset(group_name="raw", kinds=RAW_KINDS, retry_policy=network_retry_policy)
 def movielens_release(
     context: dg.AssetExecutionContext, raw_sources: RawSourcesResource
 ) -> dg.MaterializeResult:

@@ -1,0 +1,4 @@
+-- Runs once, when the postgres volume is first initialised (docker-entrypoint-initdb.d).
+-- POSTGRES_DB (`dagster`) is created by the image; MLflow gets its own database because both
+-- tools have a `runs` table.
+CREATE DATABASE mlflow;
