@@ -73,7 +73,8 @@ demo: platform
 	$(BIN)/uvicorn serving.app:app --host 127.0.0.1 --port $(API_PORT) \
 		--workers $(API_WORKERS) > $(DATA_DIR)/api.log 2>&1 & api_pid=$$!; \
 	trap 'kill $$mlflow_pid $$api_pid' EXIT; \
-	$(SAMPLE_URLS) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT)
+	$(SAMPLE_URLS) CINE_SENSOR_INTERVAL_S=60 \
+		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT)
 
 clean:
 	rm -rf $(DATA_DIR)

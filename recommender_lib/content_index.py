@@ -106,7 +106,8 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     Equals `np.argsort(-scores, kind="stable")[:k]` exactly (scores must not be NaN). On long
     arrays a strided sample first gives a threshold `t` (its k-th best value): at least k rows
     score >= t, so those rows hold the whole answer, boundary ties included, and only they
-    (about sqrt(n * k), ascending) go to `_top_k_exact`.
+    (about sqrt(n * k), ascending) go to `_top_k_exact`. -inf marks rows left out; they come
+    last, by index, and only when fewer than k rows are finite.
     """
     k = _check_k(k)
     n = scores.shape[0]
@@ -114,9 +115,14 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     if k < n and stride >= 4:
         sample = scores[::stride]
         threshold = np.partition(sample, sample.size - k)[sample.size - k]
-        rows = np.flatnonzero(scores >= threshold)
+        # At a -inf threshold (mostly -inf, e.g. filtered out) keep the finite rows instead:
+        # argpartition degrades on arrays that are mostly one value.
+        rows = np.flatnonzero(scores > threshold if threshold == -np.inf else scores >= threshold)
         if rows.size <= n // 2:  # else (heavy ties at the threshold) the filter saves nothing
-            return rows[_top_k_exact(scores[rows], k)]
+            best = rows[_top_k_exact(scores[rows], k)]
+            if best.size < k:  # fewer than k finite rows: the first -inf rows complete them
+                best = np.concatenate([best, np.flatnonzero(scores == -np.inf)[: k - best.size]])
+            return best
     return _top_k_exact(scores, k)
 
 

@@ -86,9 +86,12 @@ def test_top_k_sampled_threshold_on_adversarial_orders(k: int) -> None:
     high_on_sample[::stride] += 10.0  # the sample holds all the best scores
     ties = rng.integers(0, 3, size=n).astype(np.float32)
     mostly_inf = np.where(rng.random(n) < 0.97, -np.inf, base).astype(np.float32)
+    almost_all_inf = np.full(n, -np.inf, dtype=np.float32)
+    almost_all_inf[rng.choice(n, size=k // 2 + 1, replace=False)] = base[: k // 2 + 1]
     top_tied = np.where(rng.random(n) < 0.6, np.float32(1.0), base).astype(np.float32)
-    for scores in (base, np.sort(base), np.sort(base)[::-1], low_on_sample, high_on_sample,
-                   ties, mostly_inf, top_tied, np.zeros(n, dtype=np.float32)):  # fmt: skip
+    zeros = np.zeros(n, dtype=np.float32)
+    cases = [base, np.sort(base), np.sort(base)[::-1], low_on_sample, high_on_sample, ties]
+    for scores in [*cases, mostly_inf, almost_all_inf, top_tied, zeros]:
         np.testing.assert_array_equal(top_k(scores, k), reference(scores, k))
         np.testing.assert_array_equal(_top_k_exact(scores, k), reference(scores, k))
 
