@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -51,6 +52,8 @@ from recommender_lib.formats import MOVIELENS_GENRES, MOVIELENS_NO_GENRES
 FEATURES_VERSION = 1
 SECONDS_PER_YEAR = 365.25 * 86_400.0
 RATING_COLUMNS = ("user_id", "movie_id", "rating", "rating_ts")
+USER_CHUNK_ROWS = 1_000_000  # ratings (whole users) summed at a time by `user_feature_matrix`
+FEATURE_BLOCK_ROWS = 32_768  # training rows finalised at a time (bounds float64 temporaries)
 
 ItemScheme = Literal["full", "loo"]
 UserScheme = Literal["prefix", "loo", "full"]
@@ -402,11 +405,13 @@ def fit_feature_transform(
     for name in ITEM_SCALED:
         v = cols[name][rated] if name.startswith("ml_") else cols[name]
         transform.scalers[name] = _fit_scaler(v)
-    # Genre prior: share of train ratings that fall on each genre.
     items = _items_from_raw(raw, cols, latent, transform)
+    # Genre prior: share of train ratings that fall on each genre, from per-title counts (no
+    # ratings x genres matrix), rounded to float32 as the per-rating float32 mean was.
     idx = items.index_of(train["movie_id"].to_numpy())
-    g = np.where((idx >= 0)[:, None], items.genres[np.maximum(idx, 0)], 0.0)
-    transform.genre_prior = [float(x) for x in g.mean(axis=0)]
+    per_title = np.bincount(idx[idx >= 0], minlength=len(items)).astype(np.float64)
+    prior = (per_title @ items.genres.astype(np.float64) / len(train)).astype(np.float32)
+    transform.genre_prior = [float(x) for x in prior]
     # User scalers: fitted on the train users' full-history vectors.
     transform.user_columns = _user_column_names(transform)
     raw_user = _user_raw_full(train, items, transform)[1]
@@ -503,27 +508,44 @@ def _user_column_names(transform: FeatureTransform) -> list[str]:
     ]  # fmt: skip
 
 
+def user_row_chunks(user_ids: np.ndarray, chunk_rows: int) -> list[np.ndarray]:
+    """Row positions split into chunks of about `chunk_rows` ratings, each holding whole users.
+
+    One chunk of all rows in order when they fit; otherwise rows grouped by user (stable), a
+    chunk closing at the first user boundary past each multiple of `chunk_rows`.
+    """
+    ids = np.asarray(user_ids, dtype=np.int64)
+    if len(ids) <= chunk_rows:
+        return [np.arange(len(ids))]
+    order = np.argsort(ids, kind="stable")
+    grouped = ids[order]
+    starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
+    chunk = starts // max(int(chunk_rows), 1)
+    return np.split(order, starts[1:][chunk[1:] != chunk[:-1]])
+
+
 def _contributions(
     ratings: pd.DataFrame, items: ItemFeatures, transform: FeatureTransform
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Ratings sorted by (user, time, movie) and each rating's additive contributions.
 
     Columns: [1, r, r², d, G, G·d, V, V·d] with d = r − μ − b_item, G the title's genre
-    multi-hot and V its latent factors (zeros for titles outside the catalogue).
+    multi-hot and V its latent factors (zeros for titles outside the catalogue); float64,
+    written into one array.
     """
     df = check_ratings(ratings).sort_values(["user_id", "rating_ts", "movie_id"], kind="stable")
     df = df.reset_index(drop=True)
     idx = items.index_of(df["movie_id"].to_numpy())
-    known = idx >= 0
-    b = np.where(known, items.bias[np.maximum(idx, 0)], 0.0)
-    g = np.where(known[:, None], items.genres[np.maximum(idx, 0)], 0.0).astype(np.float64)
+    known, safe = idx >= 0, np.maximum(idx, 0)
+    ng, nf = items.genres.shape[1], items.latent.shape[1]
     r = df["rating"].to_numpy(np.float64)
-    d = r - transform.global_mean - b
-    v = np.where(known[:, None], items.latent[np.maximum(idx, 0)], 0.0).astype(np.float64)
-    x = np.concatenate(
-        [np.stack([np.ones_like(r), r, r * r, d], axis=1), g, g * d[:, None], v, v * d[:, None]],
-        axis=1,
-    )
+    d = r - transform.global_mean - np.where(known, items.bias[safe], 0.0)
+    x = np.empty((len(df), 4 + 2 * ng + 2 * nf))
+    x[:, 0], x[:, 1], x[:, 2], x[:, 3] = 1.0, r, r * r, d
+    for o, table in ((4, items.genres), (4 + 2 * ng, items.latent)):
+        k = table.shape[1]
+        x[:, o : o + k] = np.where(known[:, None], table[safe], 0.0)
+        np.multiply(x[:, o : o + k], d[:, None], out=x[:, o + k : o + 2 * k])
     return df, x
 
 
@@ -582,9 +604,12 @@ def _scale_users(raw: np.ndarray, transform: FeatureTransform) -> np.ndarray:
     return np.nan_to_num(out, nan=0.0).astype(np.float32)
 
 
-def _group_cumsum(x: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Inclusive cumulative sums restarting at every group (sequential, float64)."""
-    out = np.empty_like(x)
+def _group_cumsum(
+    x: np.ndarray, starts: np.ndarray, sizes: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Inclusive cumulative sums restarting at every group (sequential, float64; `out=x`: in
+    place)."""
+    out = np.empty_like(x) if out is None else out
     for s0, m in zip(starts.tolist(), sizes.tolist(), strict=True):
         np.cumsum(x[s0 : s0 + m], axis=0, out=out[s0 : s0 + m])
     return out
@@ -614,15 +639,17 @@ def _loo_stats(
     starts: np.ndarray,
     ends: np.ndarray,
     window: int,
+    j: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Sums over each user's rows except row j itself (rows sorted; one query per row j)."""
-    j = np.arange(len(x))
+    """Sums over each user's rows except row j itself, for the sorted rows `j` (starts/ends:
+    the bounds of each one's user)."""
+    xj = x[j]
     m = ends - starts - 1  # history size once row j is left out
     has = m > 0
-    total = cum[ends - 1] - x
+    total = cum[ends - 1] - xj
     in_tail = j >= ends - window  # row j is among the last `window` rows
     cut = np.where(in_tail, ends - window - 2, ends - window - 1)
-    recent = cum[ends - 1] - np.where(in_tail[:, None], x, 0.0)
+    recent = cum[ends - 1] - np.where(in_tail[:, None], xj, 0.0)
     recent = recent - np.where((cut >= starts)[:, None], cum[np.maximum(cut, 0)], 0.0)
     first = np.where(j == starts, np.minimum(starts + 1, ends - 1), starts)
     last = np.where(j == ends - 1, np.maximum(ends - 2, starts), ends - 1)
@@ -634,16 +661,23 @@ def _loo_stats(
 def _user_raw_full(
     ratings: pd.DataFrame, items: ItemFeatures, transform: FeatureTransform
 ) -> tuple[np.ndarray, np.ndarray]:
-    df, x = _contributions(ratings, items, transform)
-    users, starts, sizes = np.unique(
-        df["user_id"].to_numpy(), return_index=True, return_counts=True
-    )
-    cum = _group_cumsum(x, starts, sizes)
-    years = df["rating_ts"].to_numpy(np.float64) / SECONDS_PER_YEAR + 1970.0
-    total, recent, fy, ly = _history_stats(
-        cum, years, starts, starts + sizes, transform.recent_window
-    )
-    return users, _finalize(total, recent, fy, ly, transform)
+    """(sorted user ids, raw features of each one's whole history), `USER_CHUNK_ROWS` ratings of
+    whole users at a time (a user's sums only involve their own ratings: same result)."""
+    ratings = check_ratings(ratings)
+    users, raws = [], []
+    for rows in user_row_chunks(ratings["user_id"].to_numpy(), USER_CHUNK_ROWS):
+        df, x = _contributions(ratings.iloc[rows], items, transform)
+        ids, starts, sizes = np.unique(
+            df["user_id"].to_numpy(), return_index=True, return_counts=True
+        )
+        cum = _group_cumsum(x, starts, sizes, out=x)
+        years = df["rating_ts"].to_numpy(np.float64) / SECONDS_PER_YEAR + 1970.0
+        total, recent, fy, ly = _history_stats(
+            cum, years, starts, starts + sizes, transform.recent_window
+        )
+        users.append(ids)
+        raws.append(_finalize(total, recent, fy, ly, transform))
+    return np.concatenate(users), np.concatenate(raws)
 
 
 def user_feature_matrix(
@@ -705,20 +739,25 @@ def training_user_features(
     *,
     cold_share: float = 0.0,
     cold_max: int = 10,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
 ) -> np.ndarray:
-    """User features for every row of `train` (rows in the order given).
+    """Float32 user features for every row of `train` (rows in the order given).
 
     `prefix`: from the user's ratings strictly before that rating in (time, movie) order — what a
     model sees at test time, never including the target. `loo`: from all the user's other train
     ratings (leave-one-out: the history size of test time, without the target). `full`: from the
-    user's whole train
-    history (includes the target: optimistic, kept for comparison).
+    user's whole train history (includes the target: optimistic, kept for comparison).
 
     Cold-start augmentation: a random `cold_share` of the rows instead get the features of the
     user's first k ratings, k uniform in 0..min(cold_max, ratings before the target) — what a
-    cold user who revealed k ratings looks like when asked about a later title.
+    cold user who revealed k ratings looks like when asked about a later title. `seed`: any
+    `numpy.random.default_rng` seed.
+
+    Memory: the rows' float64 contributions, summed in place (plus a copy for `loo`), and the
+    float32 output; the features are finalised `FEATURE_BLOCK_ROWS` rows at a time.
     """
+    if scheme not in ("prefix", "full", "loo"):
+        raise ValueError(f"unknown user feature scheme {scheme!r}")
     train = check_ratings(train)
     order = np.lexsort(
         (train["movie_id"].to_numpy(), train["rating_ts"].to_numpy(), train["user_id"].to_numpy())
@@ -727,7 +766,7 @@ def training_user_features(
     users, starts, sizes = np.unique(
         df["user_id"].to_numpy(), return_index=True, return_counts=True
     )
-    cum = _group_cumsum(x, starts, sizes)
+    cum = _group_cumsum(x, starts, sizes, out=None if scheme == "loo" else x)
     years = df["rating_ts"].to_numpy(np.float64) / SECONDS_PER_YEAR + 1970.0
     group = np.repeat(np.arange(len(users)), sizes)
     row_start = starts[group]
@@ -739,19 +778,18 @@ def training_user_features(
             k = np.floor(rng.random(len(df)) * (np.minimum(before, cold_max) + 1)).astype(int)
             cold = rng.random(len(df)) < cold_share
             ends = np.where(cold, row_start + k, ends)
-        total, recent, fy, ly = _history_stats(cum, years, row_start, ends, transform.recent_window)
-    elif scheme == "full":
+    else:  # the user's whole history (`loo` leaves row j out of it below)
         ends = (starts + sizes)[group]
-        total, recent, fy, ly = _history_stats(cum, years, row_start, ends, transform.recent_window)
-    elif scheme == "loo":
-        total, recent, fy, ly = _loo_stats(
-            cum, x, years, row_start, (starts + sizes)[group], transform.recent_window
-        )
-    else:
-        raise ValueError(f"unknown user feature scheme {scheme!r}")
-    feats_sorted = _scale_users(_finalize(total, recent, fy, ly, transform), transform)
-    out = np.empty_like(feats_sorted)
-    out[order] = feats_sorted
+    window = transform.recent_window
+    out = np.empty((len(df), len(transform.user_columns)), dtype=np.float32)
+    for b0 in range(0, len(df), FEATURE_BLOCK_ROWS):
+        b = slice(b0, b0 + FEATURE_BLOCK_ROWS)
+        if scheme == "loo":
+            j = np.arange(b0, min(b0 + FEATURE_BLOCK_ROWS, len(df)))
+            stats = _loo_stats(cum, x, years, row_start[b], ends[b], window, j)
+        else:
+            stats = _history_stats(cum, years, row_start[b], ends[b], window)
+        out[order[b]] = _scale_users(_finalize(*stats, transform), transform)
     return out
 
 

@@ -16,17 +16,20 @@
 
 Training examples: user features from the ratings before each target (`prefix`), a share of
 rows re-featurised as cold users who revealed only their first k <= 10 ratings, item statistics
-without the target; early stopping on validation RMSE with the best weights restored.
+without the target; early stopping on validation RMSE with the best weights restored. Up to
+`in_memory_rows` training rows the examples are held in memory as tensors; larger sets stream
+them chunk by chunk (whole users per chunk), so memory is bounded by `chunk_rows`.
 
 TensorFlow/Keras are imported inside functions only, so importing this module is cheap.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,7 @@ from recommender_lib.features import (
     training_item_rows,
     training_user_features,
     user_feature_matrix,
+    user_row_chunks,
 )
 
 MODEL_FILE = "two_tower.keras"
@@ -52,6 +56,9 @@ ITEMS_FILE = "item_features.npz"
 META_FILE = "two_tower.json"
 MIN_STARS, MAX_STARS = 0.5, 5.0
 POP_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # grid for the ranking's popularity weight
+NDCG_MAX_USERS = 20_000  # streamed training: validation NDCG@10 on a seeded sample of users
+SCORE_BLOCK_CELLS = 1 << 25  # validation ranking: at most this many user x item scores at once
+Seed = int | Sequence[int]  # a numpy.random.default_rng seed
 
 
 @dataclass
@@ -83,6 +90,8 @@ class TwoTowerParams:
     cold_max: int = 10  # longest revealed history of those rows
     seed: int = 42
     jit_compile: bool = False  # XLA for the training step (slower on small CPU runs)
+    in_memory_rows: int = 4_000_000  # larger train sets stream their examples in chunks
+    chunk_rows: int = 1_000_000  # ratings (whole users) per streamed chunk
     # feature transform
     item_lambda: float = 25.0
     user_lambda: float = 10.0
@@ -420,8 +429,10 @@ def _item_id_index(items: ItemFeatures, min_count: int) -> np.ndarray:
     return index
 
 
-def _ndcg_at_10(scores: np.ndarray, seen: list[np.ndarray], relevant: list[np.ndarray]) -> float:
-    """Mean NDCG@10 (binary relevance) with already-seen items excluded; for monitoring."""
+def _ndcg_values(
+    scores: np.ndarray, seen: Sequence[np.ndarray], relevant: Sequence[np.ndarray]
+) -> list[float]:
+    """NDCG@10 (binary relevance, already-seen items excluded) of each row with relevant items."""
     k = 10
     disc = 1.0 / np.log2(np.arange(2, k + 2))
     vals = []
@@ -434,7 +445,117 @@ def _ndcg_at_10(scores: np.ndarray, seen: list[np.ndarray], relevant: list[np.nd
         top = top[np.argsort(-sc[top], kind="stable")]
         hits = np.isin(top, rel).astype(np.float64)
         vals.append(float((hits * disc).sum() / disc[: min(k, len(rel))].sum()))
-    return float(np.mean(vals)) if vals else float("nan")
+    return vals
+
+
+def _ndcg_by_pop_weight(
+    u: np.ndarray,
+    v: np.ndarray,
+    b: np.ndarray,
+    log_count: np.ndarray,
+    tau: float,
+    seen: Sequence[np.ndarray],
+    relevant: Sequence[np.ndarray],
+    weights: Sequence[float],
+    max_cells: int = SCORE_BLOCK_CELLS,
+) -> dict[float, float]:
+    """Mean NDCG@10 of the scores u·v/τ + b + w·log_count for each w; for monitoring.
+
+    Users are scored a block at a time (at most `max_cells` scores), never as one users x items
+    matrix; each block's arithmetic is that of the full matrix, so the result is the same.
+    """
+    vals: dict[float, list[float]] = {w: [] for w in weights}
+    block = max(1, max_cells // max(len(v), 1))
+    for start in range(0, len(u), block):
+        rows = slice(start, start + block)
+        scores = u[rows] @ v.T / tau + b[None, :]
+        for w in weights:
+            vals[w] += _ndcg_values(scores + w * log_count[None, :], seen[rows], relevant[rows])
+    return {w: float(np.mean(x)) if x else float("nan") for w, x in vals.items()}
+
+
+def _values_by_user(
+    user_ids: np.ndarray, values: np.ndarray, wanted: np.ndarray
+) -> list[np.ndarray]:
+    """`values` of each user in `wanted`, in their original order (empty for absent users)."""
+    order = np.argsort(user_ids, kind="stable")
+    keys, vals = user_ids[order], values[order]
+    lo, hi = np.searchsorted(keys, wanted, "left"), np.searchsorted(keys, wanted, "right")
+    return [vals[a:z] for a, z in zip(lo.tolist(), hi.tolist(), strict=True)]
+
+
+def _examples(
+    train: pd.DataFrame,
+    idx: np.ndarray,
+    items: ItemFeatures,
+    transform: FeatureTransform,
+    p: TwoTowerParams,
+    item_index: np.ndarray,
+    logq_item: np.ndarray,
+    seed: Seed,
+) -> dict[str, np.ndarray]:
+    """The model inputs and targets of each row of `train` (float32, ids int32), in its order.
+
+    `idx`: the rows' catalogue positions; `logq_item`: log of each title's share of ALL train
+    ratings (the in-batch sampling probability), the same for every chunk.
+    """
+    ux = training_user_features(
+        train, items, transform, p.user_scheme,  # type: ignore[arg-type]
+        cold_share=p.cold_share, cold_max=p.cold_max, seed=seed,
+    )  # fmt: skip
+    ix = training_item_rows(train, items, transform) if p.item_loo else items.matrix[idx]
+    y = train["rating"].to_numpy(np.float32)
+    return {
+        "ux": ux,
+        "ix": ix,
+        "ids": item_index[idx].astype(np.int32),
+        "base": baseline_prediction(ux, ix[:, transform.item_bias_column], transform).astype(
+            np.float32
+        ),
+        "y": y,
+        "pos": (y >= p.retrieval_min_rating).astype(np.float32),
+        "logq": logq_item[idx],
+    }
+
+
+class _ExampleStream:
+    """Training batches built chunk by chunk, for train sets too big to hold as tensors.
+
+    Chunks hold whole users (`chunk_rows` ratings or so), so `prefix` user features equal the
+    unchunked ones; a chunk's cold-start draws are seeded by (seed, chunk). Each epoch visits
+    the chunks in a seeded random order, shuffles the rows within each and drops the chunk's
+    last partial batch (as `drop_remainder` does for the whole set in memory).
+    """
+
+    def __init__(
+        self,
+        train: pd.DataFrame,
+        idx: np.ndarray,
+        build: Callable[[pd.DataFrame, np.ndarray, Seed], dict[str, np.ndarray]],
+        p: TwoTowerParams,
+        log: Callable[[str], None] | None,
+    ) -> None:
+        self.train, self.idx, self.build, self.p, self.log = train, idx, build, p, log
+        self.chunks = user_row_chunks(train["user_id"].to_numpy(), p.chunk_rows)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return sum(max(len(c) // self.p.batch_size, 1) for c in self.chunks)
+
+    def batches(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
+        bs = self.p.batch_size
+        rng = np.random.default_rng((self.p.seed, 1, epoch))
+        for n, c in enumerate(rng.permutation(len(self.chunks))):
+            t = time.perf_counter()
+            rows = rng.permutation(self.chunks[c])
+            arrays = self.build(self.train.iloc[rows], self.idx[rows], (self.p.seed, 0, int(c)))
+            if self.log:
+                took = time.perf_counter() - t
+                self.log(f"epoch {epoch + 1}: chunk {n + 1}/{len(self.chunks)}, {len(rows):,} rows "
+                         f"built in {took:.1f}s")  # fmt: skip
+            for start in range(0, max(len(rows) // bs, 1) * bs, bs):
+                yield {name: a[start : start + bs] for name, a in arrays.items()}
+            del arrays  # before the next chunk is built
 
 
 def train_two_tower(
@@ -452,6 +573,12 @@ def train_two_tower(
 
     `items`/`transform` must come from `train` only (see `fit_features`). Validation users'
     features come from `validation_history` (default: `train`), as at test time.
+
+    Up to `in_memory_rows` train rows, the examples are built once and held as tensors; above,
+    they are streamed in chunks of whole users (`_ExampleStream`), and the validation NDCG@10
+    (monitoring and the popularity-weight choice) is computed on a seeded sample of at most
+    `NDCG_MAX_USERS` validation users (RMSE always uses every validation row); `info` records
+    which (`examples`, `chunks`, `ndcg_users`).
     """
     import keras
     import tensorflow as tf
@@ -463,27 +590,26 @@ def train_two_tower(
     item_index = _item_id_index(items, p.id_min_count)
     n_ids = int(item_index.max()) if len(item_index) else 0
 
-    # Training examples: user features by the chosen scheme, item rows without the target.
-    ux = training_user_features(
-        train, items, transform, p.user_scheme,  # type: ignore[arg-type]
-        cold_share=p.cold_share, cold_max=p.cold_max, seed=p.seed,
-    )  # fmt: skip
+    # Training examples (`_examples`): user features by the chosen scheme, item rows without the
+    # target, the in-batch log-Q of each title from the whole train set.
     idx = items.index_of(train["movie_id"].to_numpy())
     if (idx < 0).any():
         raise ValueError("train references titles outside the item features")
-    ix = training_item_rows(train, items, transform) if p.item_loo else items.matrix[idx]
-    ids = item_index[idx]
-    base = baseline_prediction(ux, ix[:, transform.item_bias_column], transform)
-    y = train["rating"].to_numpy(np.float32)
-    pos = (y >= p.retrieval_min_rating).astype(np.float32)
     freq = np.bincount(idx, minlength=len(items)).astype(np.float64)
-    logq = np.log(np.maximum(freq[idx], 1.0) / max(len(train), 1)).astype(np.float32)
+    logq_item = np.log(np.maximum(freq, 1.0) / max(len(train), 1)).astype(np.float32)
 
-    nets = build_networks(ux.shape[1], ix.shape[1], n_ids, p)
+    def build(rows: pd.DataFrame, rows_idx: np.ndarray, seed: Seed) -> dict[str, np.ndarray]:
+        return _examples(rows, rows_idx, items, transform, p, item_index, logq_item, seed)
+
+    stream = None if len(train) <= p.in_memory_rows else _ExampleStream(train, idx, build, p, log)
+
+    nets = build_networks(len(transform.user_columns), items.matrix.shape[1], n_ids, p)
     model, user_tower, item_tower, head = (
         nets["model"], nets["user_tower"], nets["item_tower"], nets["head"]
     )  # fmt: skip
-    steps_per_epoch = max(len(train) // p.batch_size, 1)
+    steps_per_epoch = (
+        max(len(train) // p.batch_size, 1) if stream is None else stream.steps_per_epoch
+    )
     lr: Any = p.learning_rate
     if p.lr_decay:
         lr = keras.optimizers.schedules.CosineDecay(
@@ -491,30 +617,42 @@ def train_two_tower(
         )
     opt = keras.optimizers.AdamW(learning_rate=lr, weight_decay=p.weight_decay)
 
-    # tf.data: the examples stay in memory as tensors; the pipeline shuffles (cached) row
-    # indices, batches them, gathers each batch (10x faster than shuffling 70k dict elements
-    # one by one), drops item ids to the OOV bucket at random and prefetches.
-    examples = {
-        "ux": tf.constant(ux.astype(np.float32)),
-        "ix": tf.constant(ix.astype(np.float32)),
-        "ids": tf.constant(ids.astype(np.int32)),
-        "base": tf.constant(base.astype(np.float32)),
-        "y": tf.constant(y),
-        "pos": tf.constant(pos),
-        "logq": tf.constant(logq),
-    }
+    # tf.data. In memory: the examples are tensors; the pipeline shuffles (cached) row indices,
+    # batches them and gathers each batch (10x faster than shuffling 70k dict elements one by
+    # one). Streamed: a generator yields shuffled batches chunk by chunk. Both then drop item
+    # ids to the OOV bucket at random and prefetch.
     drop_rate = float(p.item_id_dropout)
 
-    def gather(rows: Any) -> dict[str, Any]:
-        batch = {name: tf.gather(t, rows) for name, t in examples.items()}
+    def drop_ids(batch: dict[str, Any]) -> dict[str, Any]:
         keep = tf.random.uniform(tf.shape(batch["ids"]), seed=p.seed) >= drop_rate
         batch["ids_in"] = tf.where(keep, batch["ids"], tf.zeros_like(batch["ids"]))
         return batch
 
-    ds = tf.data.Dataset.range(len(train)).cache()
-    ds = ds.shuffle(len(train), seed=p.seed, reshuffle_each_iteration=True)
-    ds = ds.batch(p.batch_size, drop_remainder=len(train) > p.batch_size)
-    ds = ds.map(gather, num_parallel_calls=1, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    if stream is None:
+        examples = build(train, idx, p.seed)
+        tensors = {name: tf.constant(examples.pop(name)) for name in list(examples)}
+
+        def gather(rows: Any) -> dict[str, Any]:
+            return drop_ids({name: tf.gather(t, rows) for name, t in tensors.items()})
+
+        ds = tf.data.Dataset.range(len(train)).cache()
+        ds = ds.shuffle(len(train), seed=p.seed, reshuffle_each_iteration=True)
+        ds = ds.batch(p.batch_size, drop_remainder=len(train) > p.batch_size)
+        ds = ds.map(gather, num_parallel_calls=1, deterministic=True)
+    else:
+        epochs, batches = itertools.count(), stream.batches
+        vector = tf.TensorSpec((None,), tf.float32)
+        signature = {
+            "ux": tf.TensorSpec((None, len(transform.user_columns)), tf.float32),
+            "ix": tf.TensorSpec((None, items.matrix.shape[1]), tf.float32),
+            "ids": tf.TensorSpec((None,), tf.int32),
+            **{name: vector for name in ("base", "y", "pos", "logq")},
+        }
+        ds = tf.data.Dataset.from_generator(
+            lambda: batches(next(epochs)), output_signature=signature
+        )
+        ds = ds.map(drop_ids, num_parallel_calls=1, deterministic=True)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
     tau = float(p.temperature)
     w_ret = float(p.retrieval_weight)
     variables = model.trainable_variables
@@ -561,11 +699,16 @@ def train_two_tower(
         v_ids = np.where(v_pos >= 0, item_index[np.maximum(v_pos, 0)], 0).astype(np.int32)
         vbase = baseline_prediction(vux[v_inv], items.biases(val["movie_id"]), transform)
         vy = val["rating"].to_numpy(np.float64)
+        # NDCG@10: every validation user in memory; a seeded sample of them when streaming.
+        ndcg_users = np.arange(len(v_users))
+        if stream is not None and len(v_users) > NDCG_MAX_USERS:
+            pick = np.random.default_rng(p.seed).choice(len(v_users), NDCG_MAX_USERS, replace=False)
+            ndcg_users = np.sort(pick)
         hist_idx = items.index_of(vhist["movie_id"].to_numpy())
-        seen = pd.Series(hist_idx).groupby(vhist["user_id"].to_numpy()).agg(list)
-        seen_l = [np.asarray(seen.get(u, []), dtype=np.int64) for u in v_users]
-        rel = pd.Series(vidx).groupby(val["user_id"].to_numpy()).agg(list)
-        rel_l = [np.asarray([i for i in rel.get(u, []) if i >= 0], np.int64) for u in v_users]
+        seen_l = _values_by_user(vhist["user_id"].to_numpy(), hist_idx, v_users[ndcg_users])
+        known = vidx >= 0
+        rel_l = _values_by_user(val["user_id"].to_numpy()[known], vidx[known], v_users[ndcg_users])
+        log_count = np.log1p(items.count).astype(np.float32)
 
     history: dict[str, list[float]] = {
         k: []
@@ -588,7 +731,9 @@ def train_two_tower(
             vv = _predict(item_tower, [v_rows, v_ids])[0][v_jnv]
             pred = _predict(head, [u[v_inv], vv, vbase[:, None].astype(np.float32)])
             rmse = float(np.sqrt(np.mean((np.clip(pred, MIN_STARS, MAX_STARS) - vy) ** 2)))
-            ndcg = _ndcg_at_10(u @ iv.T / tau + ib[None, :], seen_l, rel_l)
+            ndcg = _ndcg_by_pop_weight(
+                u[ndcg_users], iv, ib, log_count, tau, seen_l, rel_l, (0.0,)
+            )[0.0]
             history["val_rmse"].append(rmse)
             history["val_ndcg10"].append(ndcg)
         else:
@@ -620,11 +765,9 @@ def train_two_tower(
     pop_weight, pop_search = float(p.pop_weight or 0.0), {}
     if p.pop_weight is None and val is not None:
         # The ranking formula's one fitted constant, chosen on validation NDCG@10.
-        u = _predict(user_tower, vux)
+        u = _predict(user_tower, vux[ndcg_users])
         iv, ib = _predict(item_tower, [items.matrix, item_index])
-        scores = u @ iv.T / tau + ib[None, :]
-        log_count = np.log1p(items.count).astype(np.float32)[None, :]
-        pop_search = {w: _ndcg_at_10(scores + w * log_count, seen_l, rel_l) for w in POP_WEIGHTS}
+        pop_search = _ndcg_by_pop_weight(u, iv, ib, log_count, tau, seen_l, rel_l, POP_WEIGHTS)
         if any(np.isfinite(v) for v in pop_search.values()):
             pop_weight = max(pop_search, key=lambda w: (np.nan_to_num(pop_search[w], nan=-1), -w))
     info = {
@@ -632,6 +775,9 @@ def train_two_tower(
         "epochs_run": len(history["loss_mse"]),
         "best_val_rmse": best_rmse if val is not None else None,
         "train_rows": len(train),
+        "examples": "in_memory" if stream is None else "streamed",
+        "chunks": 1 if stream is None else len(stream.chunks),
+        "ndcg_users": len(seen_l) if val is not None else 0,
         "train_seconds": round(time.perf_counter() - t0, 2),
         "n_item_ids": n_ids,
         "pop_weight": pop_weight,

@@ -121,6 +121,38 @@ def test_prefix_features_never_see_the_target(fitted) -> None:
     np.testing.assert_array_equal(a[rows], b[rows])
 
 
+def test_user_row_chunks_hold_whole_users() -> None:
+    users = np.random.default_rng(0).integers(0, 40, size=1_000)
+    chunks = F.user_row_chunks(users, 100)
+    np.testing.assert_array_equal(np.sort(np.concatenate(chunks)), np.arange(len(users)))
+    assert len(chunks) > 5
+    owners = [set(users[c].tolist()) for c in chunks]
+    assert all(not (a & b) for i, a in enumerate(owners) for b in owners[i + 1 :])
+    assert all(len(c) < 100 + np.bincount(users).max() for c in chunks)
+    only = F.user_row_chunks(users, len(users))
+    assert len(only) == 1 and (only[0] == np.arange(len(users))).all()
+
+
+def test_chunked_and_blocked_user_features_are_exact(fitted, monkeypatch) -> None:
+    """Per-user chunks (streamed training) and row blocks give the unchunked values, bit for bit."""
+    train, transform, items = fitted
+    whole = {s: F.training_user_features(train, items, transform, s) for s in ("prefix", "loo")}
+    users, served = F.user_feature_matrix(train, items, transform)
+    chunks = F.user_row_chunks(train["user_id"].to_numpy(), 1_500)
+    assert len(chunks) > 2
+    for rows in chunks:
+        part = F.training_user_features(train.iloc[rows], items, transform, "prefix")
+        np.testing.assert_array_equal(part, whole["prefix"][rows])
+    monkeypatch.setattr(F, "FEATURE_BLOCK_ROWS", 1_000)
+    monkeypatch.setattr(F, "USER_CHUNK_ROWS", 1_500)
+    for scheme, expected in whole.items():
+        got = F.training_user_features(train, items, transform, scheme)  # type: ignore[arg-type]
+        np.testing.assert_array_equal(got, expected)
+    users_c, served_c = F.user_feature_matrix(train, items, transform)
+    np.testing.assert_array_equal(users_c, users)
+    np.testing.assert_array_equal(served_c, served)
+
+
 def test_cold_start_vectors(fitted) -> None:
     train, transform, items = fitted
     empty = F.user_features_from_ratings(train.iloc[:0], items, transform)

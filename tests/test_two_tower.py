@@ -14,6 +14,8 @@ from recommender_lib.splits import P1, load_split
 from recommender_lib.two_tower import (
     TrainedTwoTower,
     TwoTowerParams,
+    _ndcg_by_pop_weight,
+    _ndcg_values,
     fit_features,
     fit_two_tower,
     train_two_tower,
@@ -129,10 +131,57 @@ def test_training_is_reproducible(data) -> None:
     assert a.history["val_rmse"] == pytest.approx(b.history["val_rmse"], abs=1e-4)
 
 
+def test_streamed_training(data) -> None:
+    """Above `in_memory_rows` examples stream in chunks of whole users, and the model learns."""
+    conn, train, validation, _ = data
+    params = TwoTowerParams(**{**TINY.to_dict(), "epochs": 2, "patience": 2,
+                               "in_memory_rows": 1_000, "chunk_rows": 2_000})  # fmt: skip
+    transform, items = fit_features(conn, train, params)
+    logs: list[str] = []
+    model = train_two_tower(train, validation, items, transform, params, log=logs.append)
+    h = model.history
+    assert model.info["examples"] == "streamed" and model.info["chunks"] >= 3
+    assert sum(" chunk " in line for line in logs) == 2 * model.info["chunks"]  # 2 epochs
+    assert len(h["loss_mse"]) == 2 and np.isfinite(h["loss_mse"] + h["loss_retrieval"]).all()
+    assert h["loss_mse"][1] < h["loss_mse"][0]
+    constant = np.sqrt(np.mean((validation["rating"] - train["rating"].mean()) ** 2))
+    assert np.isfinite(h["val_rmse"]).all() and min(h["val_rmse"]) < constant
+    assert np.isfinite(h["val_ndcg10"]).all()
+    assert model.info["ndcg_users"] == validation["user_id"].nunique()  # below the sample size
+
+
+def test_blocked_ndcg_equals_full_matrix() -> None:
+    rng = np.random.default_rng(3)
+    n_users, n_items, tau = 57, 300, 0.1
+    u, v = rng.normal(size=(n_users, 8)).astype(np.float32), rng.normal(size=(n_items, 8))
+    v = v.astype(np.float32)
+    b = rng.normal(size=n_items).astype(np.float32)
+    log_count = np.log1p(rng.integers(0, 50, n_items)).astype(np.float32)
+    seen = [rng.choice(n_items, rng.integers(0, 30), replace=False) for _ in range(n_users)]
+    rel = [rng.choice(n_items, rng.integers(0, 5), replace=False) for _ in range(n_users)]
+    weights = (0.0, 0.5, 1.0)
+    full = u @ v.T / tau + b[None, :]
+    expected = {w: float(np.mean(_ndcg_values(full + w * log_count, seen, rel))) for w in weights}
+    for cells in (n_items * 7, n_items * n_users, 1):  # blocks of 7 users, one block, 1 user
+        got = _ndcg_by_pop_weight(u, v, b, log_count, tau, seen, rel, weights, max_cells=cells)
+        assert got == expected
+    # and it is NDCG@10: a plain sort of each user's unseen items gives the same values
+    naive = []
+    for row, (s, r) in enumerate(zip(seen, rel, strict=True)):
+        if len(r):
+            order = [i for i in np.argsort(-full[row], kind="stable") if i not in set(s)][:10]
+            gains = np.isin(order, r) / np.log2(np.arange(2, 12))
+            naive.append(gains.sum() / (1 / np.log2(np.arange(2, 2 + min(10, len(r))))).sum())
+    assert expected[0.0] == pytest.approx(np.mean(naive), abs=1e-12)
+
+
 def test_params_round_trip() -> None:
     p = TwoTowerParams(tower_units=(64, 32), retrieval_weight=0.3)
     assert TwoTowerParams.from_dict(p.to_dict()) == p
     assert TwoTowerParams.from_dict({**p.to_dict(), "unknown": 1}) == p
+    # params saved before a field existed load with its default
+    older = {k: v for k, v in p.to_dict().items() if k not in ("in_memory_rows", "chunk_rows")}
+    assert TwoTowerParams.from_dict(older) == p
 
 
 def test_import_does_not_load_tensorflow() -> None:
