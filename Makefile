@@ -58,7 +58,7 @@ platform: sample $(DAGSTER_HOME)/dagster.yaml
 
 # The serving API alone: follows `models:/cine-reco@champion` in the MLflow store.
 serve: install
-	$(BIN)/uvicorn serving.app:app --host 127.0.0.1 --port $(API_PORT) --workers $(API_WORKERS)
+	OPENBLAS_NUM_THREADS=1 $(BIN)/uvicorn serving.app:app --host 127.0.0.1 --port $(API_PORT) --workers $(API_WORKERS)
 
 # Registered model versions, the champion and the promotion log (see README for promote/rollback).
 models: install
@@ -70,7 +70,7 @@ demo: platform
 	@echo "Dagster UI: http://127.0.0.1:$(DAGSTER_PORT)   MLflow UI: http://127.0.0.1:$(MLFLOW_PORT)   API + page: http://127.0.0.1:$(API_PORT)  (docs: /docs)"
 	$(BIN)/mlflow server --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 \
 		--port $(MLFLOW_PORT) > $(DATA_DIR)/mlflow/server.log 2>&1 & mlflow_pid=$$!; \
-	$(BIN)/uvicorn serving.app:app --host 127.0.0.1 --port $(API_PORT) \
+	OPENBLAS_NUM_THREADS=1 $(BIN)/uvicorn serving.app:app --host 127.0.0.1 --port $(API_PORT) \
 		--workers $(API_WORKERS) > $(DATA_DIR)/api.log 2>&1 & api_pid=$$!; \
 	trap 'kill $$mlflow_pid $$api_pid' EXIT; \
 	$(SAMPLE_URLS) CINE_SENSOR_INTERVAL_S=60 \
