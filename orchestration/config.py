@@ -58,6 +58,8 @@ class TwoTowerConfig(dg.Config):
     epochs: int = _DEFAULTS.epochs
     patience: int = _DEFAULTS.patience
     seed: int = _DEFAULTS.seed
+    in_memory_rows: int = _DEFAULTS.in_memory_rows  # above: examples streamed in user chunks
+    chunk_rows: int = _DEFAULTS.chunk_rows
 
     def to_lib(self) -> TwoTowerParams:
         return TwoTowerParams.from_dict(self.model_dump())
