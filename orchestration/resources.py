@@ -153,20 +153,37 @@ class WarehouseResource(DuckDBResource):
     },
     description="dagster-mlflow's tracking resource; creates the experiment first.",
 )
-def mlflow_tracking(init_context: dg.InitResourceContext) -> MlFlow:
-    """One MLflow run per Dagster run (found again by its `dagster_run_id` tag in every step).
+def mlflow_tracking(init_context: dg.InitResourceContext) -> LazyMlFlow:
+    """One MLflow run per Dagster run that logs (found again by its `dagster_run_id` tag).
 
-    Steps that log end the MLflow run when they finish (see `orchestration.tracking`), so a run
-    is never left RUNNING even when a later step is skipped by a failed check.
+    dagster-mlflow's `MlFlow` starts its run when it is built, and Dagster builds a run's
+    resources up front, so the run is created lazily — only when a step logs — and every step
+    that logs ends it (see `orchestration.tracking`): a run that trains nothing (e.g. stopped by a
+    data check) creates no MLflow run, and none is ever left RUNNING.
     """
-    config = init_context.resource_config
-    root = config.get("artifact_root")
-    ensure_experiment(
-        config["mlflow_tracking_uri"], config["experiment_name"], Path(root) if root else None
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.BetaWarning)
-        return MlFlow(init_context)
+    return LazyMlFlow(init_context)
+
+
+class LazyMlFlow:
+    """Builds dagster-mlflow's `MlFlow` (which starts or resumes the run) on first `get()`."""
+
+    def __init__(self, init_context: dg.InitResourceContext) -> None:
+        self._init_context = init_context
+        self._mlflow: MlFlow | None = None
+
+    def get(self) -> MlFlow:
+        if self._mlflow is None:
+            config = self._init_context.resource_config
+            root = config.get("artifact_root")
+            ensure_experiment(
+                config["mlflow_tracking_uri"],
+                config["experiment_name"],
+                Path(root) if root else None,
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", dg.BetaWarning)
+                self._mlflow = MlFlow(self._init_context)
+        return self._mlflow
 
 
 def _require_current(store: Path) -> FetchedFile:

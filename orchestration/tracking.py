@@ -6,6 +6,8 @@ from contextlib import contextmanager
 from dagster_mlflow.resources import MlFlow
 from mlflow.entities import RunStatus
 
+from orchestration.resources import LazyMlFlow
+
 
 def _resume(mlflow: MlFlow) -> None:
     """Make this Dagster run's MLflow run active (an earlier step may have ended it)."""
@@ -22,12 +24,13 @@ def _resume(mlflow: MlFlow) -> None:
 
 
 @contextmanager
-def tracked_step(mlflow: MlFlow) -> Iterator[MlFlow]:
+def tracked_step(resource: LazyMlFlow) -> Iterator[MlFlow]:
     """Log into this Dagster run's MLflow run, then end it: FINISHED, or FAILED on error.
 
     Every step that logs resumes the same MLflow run (found by its `dagster_run_id` tag) and
     ends it when done, so the MLflow run is never left RUNNING and never reused by another run.
     """
+    mlflow = resource.get()
     _resume(mlflow)
     try:
         yield mlflow

@@ -40,7 +40,7 @@ PG_ENV = {
 }
 DASHBOARD_METRICS = {
     "http_request_duration_seconds_bucket",
-    "http_request_duration_seconds_count",  # the same histogram's request counter
+    "http_requests_total",
     "cine_model_version_info",
     "cine_model_reloads_total",
     "cine_model_reload_failures_total",
@@ -453,6 +453,20 @@ def test_dashboard_uses_only_the_served_metrics() -> None:
     exprs = [t["expr"] for p in panels for t in p["targets"]]
     used = set().union(*(metric_names(e) for e in exprs))
     assert used == DASHBOARD_METRICS
+    # ... and the API really exposes every one of them (one request, then a scrape).
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from serving.model_store import DirectorySource, ModelStore
+
+    never_loads = ModelStore(DirectorySource(DASHBOARD.parent / "missing"))
+    with TestClient(create_app(never_loads, watch=False)) as client:
+        client.get("/health")
+        scraped = client.get("/metrics").text
+    families = {line.split()[2] for line in scraped.splitlines() if line.startswith("# TYPE ")}
+    for name in used:
+        family = name.removesuffix("_bucket").removesuffix("_total")
+        assert family in families or name in families, name
     uids = {p["datasource"]["uid"] for p in panels} | {
         t["datasource"]["uid"] for p in panels for t in p["targets"]
     }

@@ -8,11 +8,10 @@ its transforms, every metric of the model and of each baseline, and diagnostic p
 from pathlib import Path
 
 import dagster as dg
-from dagster_mlflow.resources import MlFlow
 
 from orchestration.config import PromotionGateConfig, TwoTowerConfig
 from orchestration.metadata import frame_preview
-from orchestration.resources import ArtifactStoreResource, WarehouseResource
+from orchestration.resources import ArtifactStoreResource, LazyMlFlow, WarehouseResource
 from orchestration.tracking import tracked_step
 from recommender_lib import splits, tracking, training, warehouse
 from recommender_lib.two_tower import TrainedTwoTower
@@ -28,7 +27,7 @@ def two_tower_model(
     item_features: str,
     warehouse_db: WarehouseResource,
     artifacts: ArtifactStoreResource,
-    mlflow: dg.ResourceParam[MlFlow],
+    mlflow: dg.ResourceParam[LazyMlFlow],
 ) -> str:
     """The two-tower rating model trained on the P1 train split (early stopping on validation),
     with its per-epoch history. Returns the folder of the saved model."""
@@ -69,7 +68,7 @@ def model_evaluation(
     context: dg.AssetExecutionContext,
     two_tower_model: str,
     warehouse_db: WarehouseResource,
-    mlflow: dg.ResourceParam[MlFlow],
+    mlflow: dg.ResourceParam[LazyMlFlow],
 ) -> training.EvaluationReport:
     """RMSE/MAE in stars and NDCG@10/Recall@10 of the model and of every baseline on the same
     P1 split, and cold-start (P2) metrics for k = 3, 5, 10 revealed ratings — the P2 model is

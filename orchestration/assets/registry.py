@@ -11,13 +11,13 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
-from dagster_mlflow.resources import MlFlow
 
 from orchestration.assets.features import catalog
 from orchestration.config import PromotionConfig
 from orchestration.resources import (
     WAREHOUSE_POOL,
     ArtifactStoreResource,
+    LazyMlFlow,
     RegistryResource,
     WarehouseResource,
 )
@@ -98,7 +98,7 @@ def model_version(
     user_features: str,
     warehouse_db: WarehouseResource,
     model_registry: RegistryResource,
-    mlflow: dg.ResourceParam[MlFlow],
+    mlflow: dg.ResourceParam[LazyMlFlow],
 ) -> registry.RegisteredVersion:
     """A new MLflow registered-model version carrying one self-contained serving bundle (model,
     embeddings, content index, catalogue metadata, transforms, manifest with sha256 of every

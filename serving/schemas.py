@@ -1,0 +1,241 @@
+"""Request and response models of the serving API (pydantic v2; they make the OpenAPI doc)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+)
+
+MAX_RATINGS = 500
+MAX_EXCLUDE = 500
+MAX_CANDIDATES = 1000
+MAX_K = 100
+MAX_SEARCH_LIMIT = 50
+
+
+def _ref_text(value: object) -> object:
+    """MovieLens ids may come as JSON numbers; references are stripped strings from here on."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value.strip() if isinstance(value, str) else value
+
+
+TitleRef = Annotated[
+    str,
+    Field(min_length=1, max_length=64),
+    BeforeValidator(_ref_text),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "minLength": 1, "maxLength": 64}, {"type": "integer"}],
+            "description": 'IMDb id (`tt0114709`) or MovieLens movie id (`1` or `"1"`)',
+            "examples": ["tt0114709", "1"],
+        }
+    ),
+]
+Stars = Annotated[
+    float,
+    Field(ge=0.5, le=5.0, multiple_of=0.5, allow_inf_nan=False, description="0.5 to 5 stars"),
+]
+
+
+# ------------------------------------------------------------------------------------ requests
+class RequestModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FilterSpec(RequestModel):
+    """Which titles may be returned; every field optional (null = no filter)."""
+
+    title_types: list[str] | None = Field(None, max_length=20, examples=[["movie"]])
+    min_year: int | None = Field(None, ge=0, le=3000)
+    max_year: int | None = Field(None, ge=0, le=3000)
+    min_votes: int | None = Field(None, ge=0)
+    genres: list[str] | None = Field(
+        None, max_length=64, description="titles with ANY of these genres", examples=[["Drama"]]
+    )
+
+
+class FilterQuery(BaseModel):
+    """Filter query parameters; list parameters repeat or take comma-separated values."""
+
+    title_type: list[str] | None = Field(None, max_length=20, description="e.g. movie,tvSeries")
+    min_year: int | None = Field(None, ge=0, le=3000)
+    max_year: int | None = Field(None, ge=0, le=3000)
+    min_votes: int | None = Field(None, ge=0)
+    genres: list[str] | None = Field(None, max_length=64, description="ANY of, e.g. Drama,War")
+
+
+class SimilarQuery(FilterQuery):
+    k: int = Field(10, ge=1, le=MAX_K, description="number of neighbours")
+
+
+class UserRecommendationQuery(FilterQuery):
+    k: int = Field(10, ge=1, le=MAX_K, description="number of recommendations")
+
+
+class Rating(RequestModel):
+    title: TitleRef
+    rating: Stars
+
+
+class RatingsBody(RequestModel):
+    ratings: list[Rating] = Field(default_factory=list, max_length=MAX_RATINGS)
+
+    @field_validator("ratings")
+    @classmethod
+    def _distinct_titles(cls, ratings: list[Rating]) -> list[Rating]:
+        first: dict[str, int] = {}
+        for i, rating in enumerate(ratings):
+            if rating.title in first:
+                raise ValueError(
+                    f"title {rating.title!r} is rated twice (items {first[rating.title]} and {i})"
+                )
+            first[rating.title] = i
+        return ratings
+
+
+class RecommendationRequest(RatingsBody):
+    """Ratings of a (possibly new) user; from zero ratings (most popular titles) up."""
+
+    k: int = Field(10, ge=1, le=MAX_K)
+    filters: FilterSpec | None = None
+    exclude: list[TitleRef] = Field(default_factory=list, max_length=MAX_EXCLUDE)
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"ratings": [{"title": "tt0114709", "rating": 4.5}], "k": 10}]
+        },
+    )
+
+
+class ScoreRequest(RatingsBody):
+    candidates: list[TitleRef] = Field(min_length=1, max_length=MAX_CANDIDATES)
+
+
+# ----------------------------------------------------------------------------------- responses
+class Versioned(BaseModel):
+    model_version: str = Field(description="bundle version that answered")
+
+    model_config = ConfigDict(protected_namespaces=())
+
+
+class TitleMeta(BaseModel):
+    ref: str = Field(description="canonical reference: the tconst, else the MovieLens id")
+    tconst: str | None
+    movie_id: int | None
+    title: str
+    title_type: str | None
+    year: int | None
+    genres: list[str]
+    runtime_minutes: int | None
+    imdb_rating: float | None
+    imdb_votes: int | None
+    movielens_ratings: int = Field(description="MovieLens ratings in the training data")
+
+
+class SearchCandidate(TitleMeta):
+    match: Literal["exact", "prefix", "fuzzy"]
+    score: float = Field(description="similarity of the title to the query, 0-100")
+
+
+class SearchResponse(Versioned):
+    query: str
+    candidates: list[SearchCandidate]
+
+
+class TitleResponse(Versioned):
+    title: TitleMeta
+
+
+class SimilarTitle(TitleMeta):
+    similarity: float = Field(description="cosine similarity of the content vectors")
+
+
+class SimilarResponse(Versioned):
+    title: TitleMeta
+    items: list[SimilarTitle]
+
+
+class Because(BaseModel):
+    ref: str
+    title: str
+    rating: float | None = Field(description="the caller's rating (null for known users)")
+
+
+class RecommendedTitle(TitleMeta):
+    predicted_rating: float = Field(description="predicted stars, 0.5-5")
+    because: Because | None
+    explanation: str
+
+
+class RecommendationResponse(Versioned):
+    strategy: Literal["two_tower", "popular"]
+    note: str
+    items: list[RecommendedTitle]
+
+
+class ScoreResponse(Versioned):
+    candidates: list[str]
+    predicted_ratings: list[float] = Field(description="aligned with `candidates`")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+    model_version: str | None
+
+
+class ReadyResponse(Versioned):
+    status: Literal["ready"]
+
+
+class RegistryInfo(BaseModel):
+    model_name: str
+    version: str
+    alias: str
+
+
+class VersionResponse(Versioned):
+    source: Literal["mlflow", "directory"]
+    registry: RegistryInfo | None
+    loaded_at: str
+    manifest: dict[str, Any] = Field(description="bundle manifest without the file hash table")
+
+
+# -------------------------------------------------------------------------------------- errors
+class ErrorResponse(BaseModel):
+    detail: str
+
+
+class InternalErrorResponse(ErrorResponse):
+    request_id: str
+
+
+class TitleNotFoundResponse(ErrorResponse):
+    suggestions: list[SearchCandidate]
+
+
+class UnknownRef(BaseModel):
+    field: str
+    ref: str
+    suggestions: list[SearchCandidate]
+
+
+class UnknownTitlesResponse(ErrorResponse):
+    unknown: list[UnknownRef]
+
+
+class FieldProblem(BaseModel):
+    field: str = Field(description="dotted path of the offending input, e.g. ratings.0.rating")
+    message: str
+
+
+class ValidationErrorResponse(BaseModel):
+    detail: list[FieldProblem]

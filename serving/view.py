@@ -1,0 +1,165 @@
+"""`ServingView`: JSON-ready per-title metadata precomputed once per loaded bundle.
+
+Responses then copy a small dict per hit instead of reading pandas rows per request, and the
+hot endpoints (similar titles, search) splice precomputed JSON text instead of serialising.
+Rendered similar-titles bodies are kept in a bounded LRU: a view is immutable and replaced as a
+whole on a model swap, so the cache can never serve another version's answer.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recommender_lib.content_index import SimilarityFilters
+from recommender_lib.recommender import Recommender
+
+SUGGESTIONS = 5
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _column(frame: pd.DataFrame, name: str, cast: type) -> list[Any]:
+    """A column as Python values, missing values as None."""
+    values = frame[name].astype(object)
+    return [None if pd.isna(v) else cast(v) for v in values.tolist()]
+
+
+def to_json(value: Any) -> str:
+    """Compact JSON text (NaN/inf refused)."""
+    return _ENCODER.encode(value)
+
+
+def number_json(value: float, digits: int = 6) -> str:
+    """A finite float as JSON text with `digits` decimals (non-finite ones, which the engine
+    never returns, as 0)."""
+    return f"{value:.{digits}f}" if math.isfinite(value) else "0"
+
+
+def _metadata(catalog: pd.DataFrame) -> list[dict[str, Any]]:
+    tconst = [t if isinstance(t, str) else None for t in catalog["tconst"].tolist()]
+    movie_id = _column(catalog, "movie_id", int)
+    columns = {
+        "tconst": tconst,
+        "movie_id": movie_id,
+        "title": [str(t) for t in catalog["title"].tolist()],
+        "title_type": _column(catalog, "title_type", str),
+        "year": _column(catalog, "year", int),
+        "genres": [[str(g) for g in gs] if gs is not None else [] for gs in catalog["genres"]],
+        "runtime_minutes": _column(catalog, "runtime", int),
+        "imdb_rating": _column(catalog, "imdb_rating", float),
+        "imdb_votes": _column(catalog, "imdb_votes", int),
+        "movielens_ratings": [int(n) for n in catalog["ml_ratings"].tolist()],
+    }
+    refs = [t if t is not None else str(m) for t, m in zip(tconst, movie_id, strict=True)]
+    names = list(columns)
+    return [
+        {"ref": ref, **dict(zip(names, row, strict=True))}
+        for ref, row in zip(refs, zip(*columns.values(), strict=True), strict=True)
+    ]
+
+
+@dataclass(frozen=True, eq=False)
+class ServingView:
+    """A loaded `Recommender` plus what the API needs from it, precomputed and immutable."""
+
+    recommender: Recommender
+    meta: list[dict[str, Any]]  # catalogue row -> title metadata (treat as read-only)
+    genres: dict[str, str]  # casefolded name -> name
+    title_types: dict[str, str]
+    _meta_json: list[str] = field(repr=False)  # each row's metadata as JSON, without the "}"
+    version_json: str = field(repr=False)
+    similar_cache_size: int = 2048
+    similar_body: Callable[[int, int, SimilarityFilters | None], bytes] = field(
+        init=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        render = self._similar_body
+        if self.similar_cache_size > 0:
+            render = functools.lru_cache(maxsize=self.similar_cache_size)(render)
+        object.__setattr__(self, "similar_body", render)
+
+    @classmethod
+    def build(cls, recommender: Recommender, similar_cache_size: int = 2048) -> ServingView:
+        """Precompute everything; `similar_cache_size` bounds the similar-titles LRU (0: off)."""
+        content = recommender.content
+        meta = _metadata(recommender.catalog)
+        return cls(
+            recommender=recommender,
+            meta=meta,
+            genres={g.casefold(): g for g in content.genre_vocab},
+            title_types={t.casefold(): t for t in content.title_type_vocab},
+            _meta_json=[to_json(m)[:-1] for m in meta],
+            version_json=to_json(recommender.version),
+            similar_cache_size=similar_cache_size,
+        )
+
+    @property
+    def version(self) -> str:
+        return self.recommender.version
+
+    def title_json(self, row: int, extra: str = "") -> str:
+        """A row's metadata as a JSON object, `extra` (`"key":value,…` text) appended."""
+        return f"{self._meta_json[row]},{extra}}}" if extra else f"{self._meta_json[row]}}}"
+
+    def similar(
+        self, row: int, k: int, filters: SimilarityFilters | None
+    ) -> list[tuple[int, float]]:
+        """(row, cosine) content neighbours of a catalogue row, best first, never itself.
+
+        `Recommender.similar` without its per-hit id lookups: the content index is in
+        catalogue order (checked by `Recommender.load`), so one `searchsorted` maps them all.
+        """
+        ids = self.recommender.embeddings.item_ids
+        hits = self.recommender.content.similar(int(ids[row]), k, filters)
+        if not hits:
+            return []
+        rows = np.searchsorted(ids, np.fromiter((i for i, _ in hits), np.int64, len(hits)))
+        return list(zip(rows.tolist(), (score for _, score in hits), strict=True))
+
+    def _similar_body(self, row: int, k: int, filters: SimilarityFilters | None) -> bytes:
+        """The `/titles/{ref}/similar` response body (JSON bytes); use `similar_body`, the
+        cached version (a pure function of its arguments for this view)."""
+        hits = self.similar(row, k, filters)
+        items = ",".join(self.title_json(r, f'"similarity":{number_json(s)}') for r, s in hits)
+        return (
+            f'{{"model_version":{self.version_json},"title":{self.title_json(row)},'
+            f'"items":[{items}]}}'
+        ).encode()
+
+    def suggestions(self, ref: str, limit: int = SUGGESTIONS) -> list[dict[str, Any]]:
+        """Search candidates for an unknown reference (none when it cannot be searched)."""
+        try:
+            hits = self.recommender.search(str(ref), limit)
+        except (TypeError, ValueError):
+            return []
+        return [self.candidate(row, hit.match, hit.score) for row, hit in hits]
+
+    def candidate(self, row: int, match: str, score: float) -> dict[str, Any]:
+        return {**self.meta[row], "match": match, "score": float(score)}
+
+    def warm_up(self) -> None:
+        """Run every model path once (builds Keras predict functions before serving)."""
+        if not self.meta:
+            return
+        rec, ref = self.recommender, self.meta[0]["ref"]
+        rec.recommend([], 1)
+        rec.recommend([(ref, 4.0)], 1)
+        rec.score([(ref, 4.0)], [ref])
+        rec.similar(ref, 1)
+        if len(rec.user_ids):
+            rec.recommend_for_user(int(rec.user_ids[0]), 1)
+
+    def canonical(self, names: Sequence[str], vocab: dict[str, str], what: str) -> frozenset[str]:
+        """Vocabulary names for case-insensitive `names`; ValueError naming unknown ones."""
+        unknown = sorted({n for n in names if n.casefold() not in vocab})
+        if unknown:
+            raise ValueError(f"unknown {what} {unknown}; allowed: {sorted(vocab.values())}")
+        return frozenset(vocab[n.casefold()] for n in names)
