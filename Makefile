@@ -58,7 +58,7 @@ platform: sample $(DAGSTER_HOME)/dagster.yaml
 
 # The serving API alone: follows `models:/cine-reco@champion` in the MLflow store.
 serve: install
-	OPENBLAS_NUM_THREADS=1 $(BIN)/uvicorn serving.app:app --host 127.0.0.1 --port $(API_PORT) --workers $(API_WORKERS)
+	OPENBLAS_NUM_THREADS=1 $(BIN)/uvicorn serving.app:app --host 127.0.0.1 --port $(API_PORT) --workers $(API_WORKERS) --no-access-log
 
 # Registered model versions, the champion and the promotion log (see README for promote/rollback).
 models: install
@@ -71,7 +71,7 @@ demo: platform
 	$(BIN)/mlflow server --backend-store-uri $(MLFLOW_TRACKING_URI) --host 127.0.0.1 \
 		--port $(MLFLOW_PORT) > $(DATA_DIR)/mlflow/server.log 2>&1 & mlflow_pid=$$!; \
 	OPENBLAS_NUM_THREADS=1 $(BIN)/uvicorn serving.app:app --host 127.0.0.1 --port $(API_PORT) \
-		--workers $(API_WORKERS) > $(DATA_DIR)/api.log 2>&1 & api_pid=$$!; \
+		--workers $(API_WORKERS) --no-access-log > $(DATA_DIR)/api.log 2>&1 & api_pid=$$!; \
 	trap 'kill $$mlflow_pid $$api_pid' EXIT; \
 	$(SAMPLE_URLS) CINE_SENSOR_INTERVAL_S=60 \
 		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT)
