@@ -32,20 +32,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recommender_lib import splits, training
-from recommender_lib.catalog import CATALOG, CatalogFilters, build_catalog, load_catalog
-from recommender_lib.content import (
-    ContentFeatures,
-    build_content_index,
-    save_content_index,
-)
+from recommender_lib.catalog import CatalogFilters, build_catalog
+from recommender_lib.pipeline import train_and_bundle
 from recommender_lib.recommender import Recommender
 from recommender_lib.sample_data import PROFILES, write_sample_mirror
-from recommender_lib.serving_bundle import (
-    ItemEmbeddings,
-    assemble_bundle,
-    catalog_frame,
-)
 from recommender_lib.two_tower import TwoTowerParams
 from tests.support.sample_warehouse import load_sample_warehouse
 
@@ -61,25 +51,7 @@ def build_bundle(work: Path, imdb_titles: int, epochs: int) -> Path:
     conn = load_sample_warehouse(mirror, work / "scratch")
     build_catalog(conn, CatalogFilters(min_votes=0))
     params = TwoTowerParams(epochs=epochs, patience=epochs)
-    features = training.fit_protocol_features(conn, splits.P1, params, catalog_table=CATALOG)
-    model = training.train_model(training.load_protocol(conn, splits.P1), params, features)
-    catalog = catalog_frame(load_catalog(conn), model)
-    content = ContentFeatures.build(catalog)
-    user_ids, matrix = training.known_user_features(conn, *features)
-    return assemble_bundle(
-        work / "bundle",
-        model_dir=model.save(work / "model"),
-        embeddings_path=ItemEmbeddings.from_model(model, catalog["item_id"].to_numpy()).save(
-            work / "items.npz"
-        ),
-        content_dir=save_content_index(
-            build_content_index(catalog, content), content.transform, work / "content"
-        ),
-        catalog=catalog,
-        user_features_path=training.save_user_features(work / "users.npz", user_ids, matrix),
-        user_history=splits.load_split(conn, splits.P1, "train+validation"),
-        manifest={"source_versions": {}, "metrics": {}},
-    )
+    return train_and_bundle(conn, params, work, {})[0]
 
 
 def main() -> None:

@@ -92,12 +92,11 @@ def build_sample_bundle(
     workdir: Path, profile: str, seed: int, epochs: int, min_votes: int | None
 ) -> Path:
     """Generate a sample mirror and build a real serving bundle from it at `workdir/bundle`."""
-    from recommender_lib import splits, training, warehouse
-    from recommender_lib.catalog import CATALOG, CatalogFilters, build_catalog, load_catalog
-    from recommender_lib.content import ContentFeatures, build_content_index, save_content_index
+    from recommender_lib import splits, warehouse
+    from recommender_lib.catalog import CatalogFilters, build_catalog
     from recommender_lib.integrity import extract_zip
+    from recommender_lib.pipeline import train_and_bundle
     from recommender_lib.sample_data import write_sample_mirror
-    from recommender_lib.serving_bundle import ItemEmbeddings, assemble_bundle, catalog_frame
     from recommender_lib.two_tower import TwoTowerParams
 
     t0 = time.perf_counter()
@@ -115,36 +114,14 @@ def build_sample_bundle(
     print(f"warehouse + catalogue: {time.perf_counter() - t0:.0f} s", flush=True)
 
     params = TwoTowerParams(epochs=epochs, patience=epochs)
-    features = training.fit_protocol_features(conn, splits.P1, params, catalog_table=CATALOG)
-    model = training.train_model(training.load_protocol(conn, splits.P1), params, features)
-    print(f"model ({epochs} epochs): {time.perf_counter() - t0:.0f} s", flush=True)
-
-    catalog = catalog_frame(load_catalog(conn), model)
-    content = ContentFeatures.build(catalog)
-    user_ids, matrix = training.known_user_features(conn, *features)
-    parts = workdir / "parts"
-    bundle = assemble_bundle(
-        workdir / "bundle",
-        model_dir=model.save(parts / "model"),
-        embeddings_path=ItemEmbeddings.from_model(model, catalog["item_id"].to_numpy()).save(
-            parts / "item_embeddings.npz"
-        ),
-        content_dir=save_content_index(
-            build_content_index(catalog, content), content.transform, parts / "content"
-        ),
-        catalog=catalog,
-        user_features_path=training.save_user_features(parts / "users.npz", user_ids, matrix),
-        user_history=splits.load_split(conn, splits.P1, "train+validation"),
-        manifest={
-            "dagster_run_id": f"bench-serving-load-{profile}",
-            "source_versions": {"sample_profile": profile, "sample_seed": seed},
-            "metrics": {},
-        },
-    )
+    manifest = {
+        "dagster_run_id": f"bench-serving-load-{profile}",
+        "source_versions": {"sample_profile": profile, "sample_seed": seed},
+    }
+    bundle, model = train_and_bundle(conn, params, workdir, manifest)
+    n_titles = len(model.items)
     conn.close()
-    print(
-        f"bundle at {bundle} ({len(catalog)} titles): {time.perf_counter() - t0:.0f} s", flush=True
-    )
+    print(f"bundle at {bundle} ({n_titles} titles): {time.perf_counter() - t0:.0f} s", flush=True)
     return bundle
 
 

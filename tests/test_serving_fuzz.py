@@ -14,8 +14,6 @@ not only the 404s. Bounded: 25 derandomized examples per operation, no deadline.
 
 from __future__ import annotations
 
-import json
-import shutil
 import tempfile
 import zlib
 from collections.abc import Iterator
@@ -32,7 +30,7 @@ from schemathesis.checks import not_a_server_error
 from serving.app import create_app
 from serving.model_store import DirectorySource, ModelStore, RegistrySource
 from serving.settings import ServingSettings
-from tests.support.serving import registered_tiny_store
+from tests.support.serving import shared_registered_tiny_store
 
 pytestmark = pytest.mark.slow
 
@@ -44,28 +42,12 @@ class Vocab:
     title_types: list[str]
 
 
-def shared_tiny_registry(
-    tmp_path_factory: pytest.TempPathFactory, sample_mirror: Any
-) -> tuple[str, str, Path]:
-    """The tiny bundle registered as champion, built once per session (marker in basetemp)."""
-    root = tmp_path_factory.getbasetemp() / "serving_tiny_registry"
-    marker = root / "registered.json"
-    if marker.is_file():
-        saved = json.loads(marker.read_text())
-        return saved["uri"], saved["model"], Path(saved["bundle_dir"])
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    uri, model, bundle_dir = registered_tiny_store(root, sample_mirror)
-    marker.write_text(json.dumps({"uri": uri, "model": model, "bundle_dir": str(bundle_dir)}))
-    return uri, model, bundle_dir
-
-
 @pytest.fixture(scope="module")
 def fuzzed_app(tmp_path_factory: pytest.TempPathFactory, sample_mirror: Any) -> Iterator[FastAPI]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
         mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        uri, model, _ = shared_tiny_registry(tmp_path_factory, sample_mirror)
+        uri, model, _ = shared_registered_tiny_store(tmp_path_factory, sample_mirror)
         tmp = tmp_path_factory.mktemp("fuzz_served")
         store = ModelStore(RegistrySource(uri, model, "champion", tmp / "cache"))
         assert store.refresh() == "loaded"

@@ -9,7 +9,6 @@ show all of it. It skips when no Chromium is installed (`.ci/chromium.sh` instal
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -26,7 +25,7 @@ from fastapi.testclient import TestClient
 from serving.app import create_app
 from serving.model_store import DirectorySource, ModelStore, RegistrySource
 from serving.settings import ServingSettings
-from tests.support.serving import live_server, registered_tiny_store
+from tests.support.serving import live_server, shared_registered_tiny_store
 
 STATIC = Path(__file__).resolve().parents[1] / "serving" / "static"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -160,22 +159,6 @@ def find_browser() -> str | None:
     return None
 
 
-def shared_tiny_registry(
-    tmp_path_factory: pytest.TempPathFactory, sample_mirror: Any
-) -> tuple[str, str, Path]:
-    """The tiny bundle registered as champion, built once per session (marker in basetemp)."""
-    root = tmp_path_factory.getbasetemp() / "serving_tiny_registry"
-    marker = root / "registered.json"
-    if marker.is_file():
-        saved = json.loads(marker.read_text())
-        return saved["uri"], saved["model"], Path(saved["bundle_dir"])
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    uri, model, bundle_dir = registered_tiny_store(root, sample_mirror)
-    marker.write_text(json.dumps({"uri": uri, "model": model, "bundle_dir": str(bundle_dir)}))
-    return uri, model, bundle_dir
-
-
 @pytest.fixture(scope="session")
 def browser() -> str:
     """Path of a headless-capable Chromium; skips (before any bundle is built) without one."""
@@ -190,7 +173,7 @@ def loaded_app(tmp_path_factory: pytest.TempPathFactory, sample_mirror: Any) -> 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
         mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        uri, model, _ = shared_tiny_registry(tmp_path_factory, sample_mirror)
+        uri, model, _ = shared_registered_tiny_store(tmp_path_factory, sample_mirror)
         tmp = tmp_path_factory.mktemp("page_served")
         store = ModelStore(RegistrySource(uri, model, "champion", tmp / "cache"))
         assert store.refresh() == "loaded"
