@@ -164,7 +164,7 @@ class _Retryable(Exception):
 
 
 @dataclass
-class _Received:
+class Received:
     """What a completed transfer told us about the body."""
 
     etag: str | None
@@ -242,7 +242,7 @@ def fetch_versioned(
     opts = _Options(
         url=url,
         store_dir=store_dir,
-        filename=filename or _filename_from_url(url),
+        filename=filename or filename_from_url(url),
         verify=verify,
         extract_zip=extract_zip,
         md5_url=md5_url,
@@ -303,7 +303,7 @@ class _Fetch:
             shutil.rmtree(tmp_dir, ignore_errors=True)
 
     # -- transfer
-    def _download(self, target: Path) -> _Received | None:
+    def _download(self, target: Path) -> Received | None:
         """Fetch the body into `target`; None when the source is unchanged."""
         if self.is_file:
             return _with_retries(self.opts, self.opts.url, lambda: self._copy_file(target))
@@ -321,14 +321,9 @@ class _Fetch:
         cur = self._comparable_current()
         if cur is None or cur.url != self.opts.url:
             return {}
-        headers = {}
-        if cur.etag:
-            headers["If-None-Match"] = cur.etag
-        if cur.last_modified:
-            headers["If-Modified-Since"] = cur.last_modified
-        return headers
+        return conditional_headers(cur.etag, cur.last_modified)
 
-    def _http_get(self, target: Path, partial: _Partial) -> _Received | None:
+    def _http_get(self, target: Path, partial: _Partial) -> Received | None:
         url = self.opts.url
         headers = {"Accept-Encoding": "identity", "User-Agent": USER_AGENT}
         validator = partial.resume_validator()
@@ -348,7 +343,7 @@ class _Fetch:
             else:
                 _raise_for_status(url, resp, resuming=validator is not None, partial=partial)
             self._stream(resp, target, partial)
-        return _Received(etag=partial.etag, last_modified=partial.last_modified)
+        return Received(etag=partial.etag, last_modified=partial.last_modified)
 
     def _stream(self, resp: requests.Response, target: Path, partial: _Partial) -> None:
         report = _Reporter(self.opts, partial.total)
@@ -374,8 +369,8 @@ class _Fetch:
             )
         report.final(partial.done)
 
-    def _copy_file(self, target: Path) -> _Received | None:
-        src = _local_path(self.opts.url)
+    def _copy_file(self, target: Path) -> Received | None:
+        src = local_path(self.opts.url)
         before = _stat_source(self.opts.url, src)
         etag = f'"file-{before.st_size:x}-{before.st_mtime_ns:x}"'
         last_modified = email.utils.formatdate(before.st_mtime, usegmt=True)
@@ -398,10 +393,10 @@ class _Fetch:
             raise _Retryable(f"{src} changed while it was being copied")
         if done != before.st_size:
             raise _Retryable(f"{src}: expected {before.st_size} bytes, read {done}")
-        return _Received(etag=etag, last_modified=last_modified)
+        return Received(etag=etag, last_modified=last_modified)
 
     # -- checks and installation
-    def _install(self, tmp_dir: Path, target: Path, received: _Received) -> FetchedFile:
+    def _install(self, tmp_dir: Path, target: Path, received: Received) -> FetchedFile:
         sha = file_sha256(target)
         size = target.stat().st_size
         cur = self._comparable_current()
@@ -445,7 +440,7 @@ class _Fetch:
         if text is None:
             log.warning("%s not found: MD5 not checked for %s", md5_url, self.opts.url)
             return False
-        expected = _expected_md5(md5_url, text, _filename_from_url(self.opts.url))
+        expected = expected_md5(md5_url, text, filename_from_url(self.opts.url))
         actual = file_md5(target)
         if actual != expected:
             raise IntegrityError(
@@ -458,7 +453,7 @@ class _Fetch:
         """A small text file (checksum); None when it does not exist."""
         if urlsplit(url).scheme == "file":
             try:
-                with open(_local_path(url), "rb") as fh:
+                with open(local_path(url), "rb") as fh:
                     return fh.read(MAX_CHECKSUM_BYTES).decode("utf-8", "replace")
             except (FileNotFoundError, NotADirectoryError):
                 return None
@@ -534,7 +529,17 @@ def _raise_for_status(
     raise DownloadError(f"GET {url}: unexpected answer {what}", url=url, status=status)
 
 
-def _expected_md5(md5_url: str, text: str, remote_name: str) -> str:
+def conditional_headers(etag: str | None, last_modified: str | None) -> dict[str, str]:
+    """If-None-Match / If-Modified-Since for the validators we hold (none: unconditional)."""
+    headers = {}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
+    return headers
+
+
+def expected_md5(md5_url: str, text: str, remote_name: str) -> str:
     """The digest the checksum file gives for `remote_name` (or its only digest)."""
     try:
         return parse_md5_file(text, filename=remote_name)
@@ -602,7 +607,7 @@ def _session_scope(session: requests.Session | None) -> Iterator[requests.Sessio
 # --------------------------------------------------------------------------- file:// helpers
 
 
-def _local_path(url: str) -> Path:
+def local_path(url: str) -> Path:
     parts = urlsplit(url)
     if parts.netloc not in ("", "localhost"):
         raise DownloadError(f"{url}: file URLs on another host are not supported", url=url)
@@ -671,7 +676,7 @@ def _write_source(version_dir: Path, fetched: FetchedFile) -> None:
 
 
 def _refresh_validators(
-    store_dir: Path, cur: FetchedFile, url: str, received: _Received
+    store_dir: Path, cur: FetchedFile, url: str, received: Received
 ) -> FetchedFile:
     """Same bytes as the current version: keep it, remembering the new validators."""
     fresh = replace(cur, url=url, etag=received.etag, last_modified=received.last_modified)
@@ -681,11 +686,9 @@ def _refresh_validators(
     return replace(fresh, changed=False)
 
 
-def _choose_version(
-    opts: _Options, received: _Received, sha: str
-) -> tuple[str, FetchedFile | None]:
+def _choose_version(opts: _Options, received: Received, sha: str) -> tuple[str, FetchedFile | None]:
     """The version folder name, plus the existing version when it already holds this content."""
-    base = _version_id(received, sha)
+    base = version_id(received, sha)
     for name in (base, f"{base}-{sha[:8]}"):
         existing_dir = opts.store_dir / name
         if not existing_dir.exists():
@@ -705,7 +708,7 @@ def _choose_version(
     )
 
 
-def _version_id(received: _Received, sha: str) -> str:
+def version_id(received: Received, sha: str) -> str:
     if received.last_modified:
         with contextlib.suppress(TypeError, ValueError):
             when = email.utils.parsedate_to_datetime(received.last_modified)
@@ -772,7 +775,7 @@ def _check_scheme(url: str) -> None:
         raise DownloadError(f"{url}: only http(s):// and file:// URLs are supported", url=url)
 
 
-def _filename_from_url(url: str) -> str:
+def filename_from_url(url: str) -> str:
     name = unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
     if not name or name in (".", "..", SOURCE_FILE, CURRENT_FILE):
         raise ValueError(f"cannot derive a file name from {url!r}: pass filename=")

@@ -32,11 +32,12 @@ from recommender_lib.download import (
     USER_AGENT,
     DownloadError,
     FetchedFile,
-    _expected_md5,
-    _filename_from_url,
-    _local_path,
-    _Received,
-    _version_id,
+    Received,
+    conditional_headers,
+    expected_md5,
+    filename_from_url,
+    local_path,
+    version_id,
 )
 from recommender_lib.integrity import IntegrityError, file_md5
 
@@ -228,12 +229,7 @@ class _Prober:
         prev = self.previous
         if prev is None or prev.checked_url != checked_url:
             return {}
-        headers = {}
-        if prev.etag:
-            headers["If-None-Match"] = prev.etag
-        if prev.last_modified:
-            headers["If-Modified-Since"] = prev.last_modified
-        return headers
+        return conditional_headers(prev.etag, prev.last_modified)
 
     # -- http(s)
     def http(self) -> ProbeResult:
@@ -253,7 +249,7 @@ class _Prober:
             if status not in (200, 206):
                 raise SourceProbeError(self.url, _http_reason(method, resp))
         sha = "" if (etag or lm) else self._hash_body()
-        version = _version_id(_Received(etag=etag, last_modified=lm), sha)
+        version = version_id(Received(etag=etag, last_modified=lm), sha)
         return self._seen(version, self.url, etag, lm, f"{method} {status}")
 
     def _hash_body(self) -> str:
@@ -329,7 +325,7 @@ class _Prober:
 
     def _digest(self, md5_url: str, text: str) -> str:
         try:
-            return _expected_md5(md5_url, text, _filename_from_url(self.url))
+            return expected_md5(md5_url, text, filename_from_url(self.url))
         except IntegrityError as exc:
             raise SourceProbeError(md5_url, f"unreadable checksum file: {exc}") from exc
 
@@ -347,12 +343,12 @@ class _Prober:
         # The same synthetic validators as `download` uses for file:// sources.
         etag = f'"file-{st.st_size:x}-{st.st_mtime_ns:x}"'
         lm = email.utils.formatdate(st.st_mtime, usegmt=True)
-        version = _version_id(_Received(etag=etag, last_modified=lm), "")
+        version = version_id(Received(etag=etag, last_modified=lm), "")
         return self._seen(version, self.url, etag, lm, "file stat")
 
     def _path(self, url: str) -> Path:
         try:
-            return _local_path(url)
+            return local_path(url)
         except DownloadError as exc:
             raise SourceProbeError(url, str(exc)) from exc
 

@@ -486,8 +486,8 @@ def test_metric_name_parser() -> None:
 # --------------------------------------------------------------------------- CI helper
 
 
-def test_ci_postgres_script_never_fails() -> None:
-    script = ROOT / ".ci" / "postgres.sh"
+def test_ci_optional_packages_script_never_fails() -> None:
+    script = ROOT / ".ci" / "optional-packages.sh"
     assert os.access(script, os.X_OK)
     assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
     env = {k: v for k, v in os.environ.items() if k != "CI"}  # never installs outside CI
@@ -495,4 +495,4 @@ def test_ci_postgres_script_never_fails() -> None:
         ["bash", str(script)], env=env, capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("postgres.sh: ")
+    assert done.stdout.startswith("optional-packages.sh: ")

@@ -28,9 +28,9 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from serving.app import create_app
-from serving.model_store import DirectorySource, ModelStore, RegistrySource
+from serving.model_store import DirectorySource, ModelStore
 from serving.settings import ServingSettings
-from tests.support.serving import shared_registered_tiny_store
+from tests.support.serving import champion_app
 
 pytestmark = pytest.mark.slow
 
@@ -44,15 +44,8 @@ class Vocab:
 
 @pytest.fixture(scope="module")
 def fuzzed_app(tmp_path_factory: pytest.TempPathFactory, sample_mirror: Any) -> Iterator[FastAPI]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-        mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        uri, model, _ = shared_registered_tiny_store(tmp_path_factory, sample_mirror)
-        tmp = tmp_path_factory.mktemp("fuzz_served")
-        store = ModelStore(RegistrySource(uri, model, "champion", tmp / "cache"))
-        assert store.refresh() == "loaded"
-        settings_ = ServingSettings.from_env({"CINE_DATA_DIR": str(tmp)})
-        yield create_app(store, settings_, watch=False)
+    with champion_app(tmp_path_factory, sample_mirror, "fuzz_served") as app:
+        yield app
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,8 @@ The fast tests need no model: the page and its assets are plain files. The slow 
 app on a loopback port with the tiny bundle registered in a temp MLflow store and loads
 `/?demo=<word>` in headless Chromium, which searches, opens the first hit, rates it and its first
 similar title, asks for recommendations and marks `<body data-demo="done">`; the dumped DOM must
-show all of it. It skips when no Chromium is installed (`.ci/chromium.sh` installs one on CI).
+show all of it. It skips when no Chromium is installed (`.ci/optional-packages.sh` installs one
+on CI).
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
-from serving.model_store import DirectorySource, ModelStore, RegistrySource
+from serving.model_store import DirectorySource, ModelStore
 from serving.settings import ServingSettings
-from tests.support.serving import live_server, shared_registered_tiny_store
+from tests.support.serving import champion_app, live_server
 
 STATIC = Path(__file__).resolve().parents[1] / "serving" / "static"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -164,21 +165,15 @@ def browser() -> str:
     """Path of a headless-capable Chromium; skips (before any bundle is built) without one."""
     path = find_browser()
     if path is None:
-        pytest.skip(f"no headless browser on PATH ({', '.join(BROWSERS)}); see .ci/chromium.sh")
+        names = ", ".join(BROWSERS)
+        pytest.skip(f"no headless browser on PATH ({names}); see .ci/optional-packages.sh")
     return path
 
 
 @pytest.fixture(scope="module")
 def loaded_app(tmp_path_factory: pytest.TempPathFactory, sample_mirror: Any) -> Iterator[FastAPI]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-        mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        uri, model, _ = shared_registered_tiny_store(tmp_path_factory, sample_mirror)
-        tmp = tmp_path_factory.mktemp("page_served")
-        store = ModelStore(RegistrySource(uri, model, "champion", tmp / "cache"))
-        assert store.refresh() == "loaded"
-        settings = ServingSettings.from_env({"CINE_DATA_DIR": str(tmp)})
-        yield create_app(store, settings, watch=False)
+    with champion_app(tmp_path_factory, sample_mirror, "page_served") as app:
+        yield app
 
 
 def demo_word(app: FastAPI) -> str:

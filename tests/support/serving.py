@@ -177,3 +177,22 @@ def live_server(app: FastAPI, timeout: float = 60.0) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout)
         sock.close()
+
+
+@contextmanager
+def champion_app(tmp_path_factory: Any, sample_mirror: Any, label: str) -> Iterator[FastAPI]:
+    """An app (no watcher) that has loaded the shared tiny bundle through the registry."""
+    import pytest
+
+    from serving.app import create_app
+    from serving.model_store import ModelStore, RegistrySource
+    from serving.settings import ServingSettings
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        uri, model, _ = shared_registered_tiny_store(tmp_path_factory, sample_mirror)
+        tmp = tmp_path_factory.mktemp(label)
+        store = ModelStore(RegistrySource(uri, model, "champion", tmp / "cache"))
+        assert store.refresh() == "loaded"
+        yield create_app(store, ServingSettings.from_env({"CINE_DATA_DIR": str(tmp)}), watch=False)
