@@ -66,10 +66,13 @@ class TwoTowerConfig(dg.Config):
 
 
 class PromotionGateConfig(dg.Config):
-    """How much better than the baselines the model must be to pass the quality gate."""
+    """How much better than the baselines the served ranking must be to pass the quality gate:
+    P1 RMSE below damped bias by `rmse_margin`, P1 NDCG@10 >= `ndcg_ratio` x most popular,
+    cold-start (k = 3) NDCG@10 >= `cold_ndcg_ratio` x most popular."""
 
     rmse_margin: float = 0.0
-    ndcg_ratio: float = 1.0
+    ndcg_ratio: float = 1.3
+    cold_ndcg_ratio: float = 1.0
 
 
 class PromotionConfig(dg.Config):

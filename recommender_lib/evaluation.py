@@ -14,7 +14,12 @@ Every model implements `RatingModel`. The evaluation hands a model only what it 
   (for k < max(ks) the unrevealed ones are rated by the user but are not targets, so counting
   them as misses would penalise small k for something other than its shorter history).
 
-Models that cannot rank (`ranks_items = False`, e.g. the global mean) get NaN ranking metrics.
+Models that cannot rank (`ranks_items = False`, e.g. the global mean) get NaN ranking metrics,
+models that do not predict stars (`predicts_ratings = False`, e.g. EASE) NaN RMSE / MAE. A model
+with a `rank_catalogue` method ranks through it — the two-tower model does, through the
+`RankingEngine` the API serves with — the others through their `score_catalogue` scores. Beside
+accuracy, P1 reports catalogue coverage@k (distinct recommended titles / catalogue) and the mean
+popularity (history ratings) of what is recommended.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from recommender_lib.catalog import CATALOG
 from recommender_lib.metrics import PAD, hit_metrics, mae, rmse, top_k_indices
 from recommender_lib.splits import cold_start_sets
 
@@ -38,6 +44,10 @@ class RatingModel(Protocol):
     `history`: what the model may know about each user at prediction time, columns
     `user_id, movie_id, rating, rating_ts` (the user's train rows under P1, the k revealed rows
     under P2). A model may set `ranks_items = False` to have its ranking metrics reported as NaN.
+
+    Ranking comes from `rank_catalogue(history, user_ids, item_ids, exclude_mask, k)` ->
+    (n_users, k) positions into `item_ids` (PAD-padded) where the model has one, else from
+    `score_catalogue(history, user_ids, item_ids)` -> (n_users, n_items) scores, higher better.
     """
 
     name: str
@@ -46,17 +56,23 @@ class RatingModel(Protocol):
         """Predicted stars for `pairs` (`user_id`, `movie_id`), aligned with its rows."""
         ...
 
-    def score_catalogue(
-        self, history: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray
-    ) -> np.ndarray:
-        """Ranking scores of shape (len(user_ids), len(item_ids)); higher is better."""
-        ...
 
-
-def catalogue_items(conn: duckdb.DuckDBPyConnection, table: str = "movielens_movies") -> np.ndarray:
-    """Every movie id of the MovieLens catalogue table, ascending (the P1 ranking candidates)."""
-    rows = conn.execute(f'SELECT DISTINCT movie_id FROM "{table}" ORDER BY movie_id').fetchall()
+def catalogue_items(conn: duckdb.DuckDBPyConnection) -> np.ndarray:
+    """Every recommendable item id, ascending: the served `catalog` table (MovieLens movies plus
+    IMDb-only titles) where it exists, else the MovieLens movies — the ranking candidates."""
+    tables = {r[0] for r in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    table, column = (CATALOG, "item_id") if CATALOG in tables else ("movielens_movies", "movie_id")
+    rows = conn.execute(f'SELECT DISTINCT "{column}" FROM "{table}" ORDER BY 1').fetchall()
     return np.array([r[0] for r in rows], dtype=np.int64)
+
+
+def _rating_metrics(model: RatingModel, history: pd.DataFrame, rows: pd.DataFrame) -> dict:
+    """RMSE / MAE in stars of `rows` (NaN for a model that does not predict stars)."""
+    if not getattr(model, "predicts_ratings", True):
+        return {"rmse": float("nan"), "mae": float("nan")}
+    pred = _predict(model, history, rows)
+    truth = rows["rating"].to_numpy(dtype=np.float64)
+    return {"rmse": rmse(truth, pred), "mae": mae(truth, pred)}
 
 
 def _predict(model: RatingModel, history: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
@@ -98,6 +114,31 @@ def _mask(rows: pd.DataFrame, pos: np.ndarray, item_index: pd.Index, n_users: in
     return mask
 
 
+def _top_k(
+    model: RatingModel,
+    history: pd.DataFrame,
+    batch: np.ndarray,
+    items: np.ndarray,
+    exclude: np.ndarray,
+    k: int,
+) -> np.ndarray:
+    """(len(batch), k) catalogue positions the model recommends, best first (PAD-padded)."""
+    rank = getattr(model, "rank_catalogue", None)
+    if rank is not None:
+        top = np.asarray(rank(history, batch, items, exclude, k))
+    else:
+        scores = np.asarray(model.score_catalogue(history, batch, items))
+        if scores.shape != (len(batch), len(items)):
+            raise ValueError(
+                f"{model.name}.score_catalogue returned {scores.shape}, "
+                f"expected {(len(batch), len(items))}"
+            )
+        top = top_k_indices(scores, k, exclude=exclude)
+    if top.shape != (len(batch), min(k, len(items))):
+        raise ValueError(f"{model.name} ranked {top.shape}, expected {(len(batch), k)}")
+    return top
+
+
 def ranking_evaluation(
     model: RatingModel,
     history: pd.DataFrame,
@@ -107,15 +148,19 @@ def ranking_evaluation(
     exclude: pd.DataFrame | None = None,
     k: int = 10,
     batch_users: int = 512,
+    popularity: pd.Series | None = None,
 ) -> dict[str, float]:
     """Mean NDCG@k / Recall@k over the users of `relevant`, ranking the whole `catalogue`.
 
     `history` is what the model sees; `exclude` (default: `history`) holds the (user, movie)
-    rows never recommended; every `relevant` row is a relevant item of its user.
+    rows never recommended; every `relevant` row is a relevant item of its user. With
+    `popularity` (ratings per movie id), also coverage@k and the mean popularity of the titles
+    recommended.
     """
     keys = (f"ndcg@{k}", f"recall@{k}")
+    extra = () if popularity is None else (f"coverage@{k}", "mean_popularity")
     if not getattr(model, "ranks_items", True) or relevant.empty:
-        return dict.fromkeys(keys, float("nan"))
+        return dict.fromkeys(keys + extra, float("nan"))
     items = np.asarray(catalogue, dtype=np.int64)
     item_index = pd.Index(items)
     if not item_index.is_unique:
@@ -126,22 +171,23 @@ def ranking_evaluation(
     rel, rel_keys = _user_slices(relevant.drop_duplicates(["user_id", "movie_id"]))
     users, n_rel_all = np.unique(rel_keys, return_counts=True)
     per_user: dict[str, list[np.ndarray]] = {key: [] for key in keys}
+    shown = np.zeros(len(items), dtype=np.int64)  # times each title was recommended
     for start in range(0, len(users), batch_users):
         batch = users[start : start + batch_users]
         hist_rows, _ = _rows_of(hist, hist_keys, batch)
-        scores = np.asarray(model.score_catalogue(hist_rows, batch, items))
-        if scores.shape != (len(batch), len(items)):
-            raise ValueError(
-                f"{model.name}.score_catalogue returned {scores.shape}, "
-                f"expected {(len(batch), len(items))}"
-            )
         excl_mask = _mask(*_rows_of(excl, excl_keys, batch), item_index, len(batch))
         rel_mask = _mask(*_rows_of(rel, rel_keys, batch), item_index, len(batch))
-        top = top_k_indices(scores, k, exclude=excl_mask)
+        top = _top_k(model, hist_rows, batch, items, excl_mask, k)
         hits = np.take_along_axis(rel_mask, np.where(top == PAD, 0, top), axis=1) & (top != PAD)
         for key, values in hit_metrics(hits, n_rel_all[start : start + len(batch)], k).items():
             per_user[key].append(values)
-    return {key: float(np.nanmean(np.concatenate(v))) for key, v in per_user.items()}
+        np.add.at(shown, top[top != PAD], 1)
+    out = {key: float(np.nanmean(np.concatenate(v))) for key, v in per_user.items()}
+    if popularity is not None:
+        counts = popularity.reindex(items, fill_value=0).to_numpy(np.float64)
+        out[f"coverage@{k}"] = float((shown > 0).sum() / max(len(items), 1))
+        out["mean_popularity"] = float((shown * counts).sum() / max(shown.sum(), 1))
+    return out
 
 
 def evaluate_p1(
@@ -152,11 +198,18 @@ def evaluate_p1(
     k: int = 10,
     batch_users: int = 512,
 ) -> dict[str, float]:
-    """P1 metrics: rmse, mae (stars), ndcg@k, recall@k, plus the numbers of ratings and users."""
-    pred = _predict(model, history, test)
-    truth = test["rating"].to_numpy(dtype=np.float64)
-    out = {"rmse": rmse(truth, pred), "mae": mae(truth, pred)}
-    out |= ranking_evaluation(model, history, test, catalogue_items, k=k, batch_users=batch_users)
+    """P1 metrics: rmse, mae (stars), ndcg@k, recall@k, coverage@k, mean_popularity, plus the
+    numbers of ratings and users."""
+    out = _rating_metrics(model, history, test)
+    out |= ranking_evaluation(
+        model,
+        history,
+        test,
+        catalogue_items,
+        k=k,
+        batch_users=batch_users,
+        popularity=history.groupby("movie_id").size(),
+    )
     out |= {"n_test_ratings": float(len(test)), "n_test_users": float(test["user_id"].nunique())}
     return out
 
@@ -179,10 +232,8 @@ def evaluate_cold_start(
     out: dict[str, float] = {}
     for reveal in ks:
         revealed, scored = cold_start_sets(cold, reveal, scored_after=scored_after)
-        pred = _predict(model, revealed, scored)
-        truth = scored["rating"].to_numpy(dtype=np.float64)
-        out[f"rmse_k{reveal}"] = rmse(truth, pred)
-        out[f"mae_k{reveal}"] = mae(truth, pred)
+        accuracy = _rating_metrics(model, revealed, scored)
+        out |= {f"{key}_k{reveal}": value for key, value in accuracy.items()}
         ranking = ranking_evaluation(
             model,
             revealed,

@@ -1,5 +1,5 @@
-"""Warehouse -> trained model -> serving bundle in one call: what the Dagster assets do step by
-step (features, model, embeddings, content index, bundle), for tests, benchmarks and notebooks.
+"""Warehouse -> evaluated model -> production refit -> serving bundle in one call: what the
+Dagster assets do step by step, for tests, benchmarks and notebooks.
 
 The warehouse must hold the MovieLens tables, `rating_splits` and the `catalog` table.
 """
@@ -13,28 +13,31 @@ from typing import Any
 import duckdb
 
 from recommender_lib import splits, training
-from recommender_lib.catalog import CATALOG, load_catalog
+from recommender_lib.catalog import load_catalog
 from recommender_lib.content import ContentFeatures, build_content_index, save_content_index
-from recommender_lib.serving_bundle import ItemEmbeddings, assemble_bundle, catalog_frame
+from recommender_lib.serving_bundle import (
+    ItemEmbeddings,
+    assemble_bundle,
+    catalog_frame,
+    model_manifest,
+)
 from recommender_lib.two_tower import TrainedTwoTower, TwoTowerParams
 
 
-def train_and_bundle(
+def bundle_model(
     conn: duckdb.DuckDBPyConnection,
-    params: TwoTowerParams,
+    model: TrainedTwoTower,
     workdir: Path,
     manifest: Mapping[str, Any],
-) -> tuple[Path, TrainedTwoTower]:
-    """Train on P1 with the catalogue's features and assemble `workdir/bundle`; parts stay in
-    `workdir/parts`. Returns (bundle dir, model)."""
+) -> Path:
+    """Assemble `workdir/bundle` around `model` (parts stay in `workdir/parts`): its item
+    embeddings, the content index, the catalogue and every user of the release."""
     workdir, parts = Path(workdir), Path(workdir) / "parts"
-    features = training.fit_protocol_features(conn, splits.P1, params, catalog_table=CATALOG)
-    model = training.train_model(training.load_protocol(conn, splits.P1), params, features)
     catalog = catalog_frame(load_catalog(conn), model)
     content = ContentFeatures.build(catalog)
-    user_ids, matrix = training.known_user_features(conn, *features)
+    user_ids, matrix = training.known_user_features(conn, model.transform, model.items)
     embeddings = ItemEmbeddings.from_model(model, catalog["item_id"].to_numpy())
-    bundle = assemble_bundle(
+    return assemble_bundle(
         workdir / "bundle",
         model_dir=model.save(parts / "model"),
         embeddings_path=embeddings.save(parts / "item_embeddings.npz"),
@@ -43,7 +46,21 @@ def train_and_bundle(
         ),
         catalog=catalog,
         user_features_path=training.save_user_features(parts / "users.npz", user_ids, matrix),
-        user_history=splits.load_split(conn, splits.P1, "train+validation"),
-        manifest={"source_versions": {}, "metrics": {}, **manifest},
+        user_history=training.release_ratings(conn),
+        manifest={"source_versions": {}, "metrics": {}, "model": model_manifest(model)}
+        | dict(manifest),
     )
-    return bundle, model
+
+
+def train_and_bundle(
+    conn: duckdb.DuckDBPyConnection,
+    params: TwoTowerParams,
+    workdir: Path,
+    manifest: Mapping[str, Any],
+) -> tuple[Path, TrainedTwoTower]:
+    """Train on P1 (the evaluated recipe: early stopping and ranking rule on validation), refit
+    it on every rating of the release and bundle the refit. Returns (bundle dir, refit model)."""
+    features = training.fit_protocol_features(conn, splits.P1, params)
+    evaluated = training.train_model(training.load_protocol(conn, splits.P1), params, features)
+    model = training.refit_production(conn, evaluated)
+    return bundle_model(conn, model, workdir, manifest), model

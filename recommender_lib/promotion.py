@@ -3,8 +3,9 @@
 * `smoke_failures`: the loaded bundle answers sanely — a popular title's content neighbours
   share its genres, and a user who loves a few popular titles gets k distinct, unseen titles
   with finite predicted ratings in [0.5, 5].
-* `regression_failures`: the candidate's held-out metrics are not worse than the current
-  champion's beyond a tolerance (lower is better for RMSE/MAE, higher for NDCG/Recall).
+* `regression_failures`: the candidate's held-out metrics — measured through the served
+  ranking (`recommender_lib.ranking`) — are not worse than the current champion's beyond a
+  tolerance (lower is better for RMSE/MAE, higher for NDCG/Recall).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ GATED_METRICS: dict[str, int] = {
     "P1.two_tower.rmse": -1,
     "P1.two_tower.ndcg_at_10": +1,
     "P2.two_tower.rmse_k3": -1,
+    "P2.two_tower.ndcg_at_10_k3": +1,
 }
 METRIC_TAG_PREFIX = "metric."
 

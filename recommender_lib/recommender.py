@@ -1,9 +1,10 @@
 """The in-memory serving engine built from one verified bundle (`recommender_lib.serving_bundle`).
 
-Personalised recommendation for a list of ratings: the user's feature vector (the same function
-as in training), ONE user-tower pass, a dot-product retrieval over the precomputed item
-embeddings for a candidate set, then the fusion head re-ranks only those candidates by
-predicted stars. No per-request pass of the model over the whole catalogue.
+Personalised recommendation for a list of ratings or a known user: the user's feature vector
+(the same function as in training), ONE user-tower pass, then `RankingEngine.rank` — the ranking
+function the evaluation measures, with the rule saved in the bundle — over the precomputed item
+embeddings; the fusion head predicts stars for the returned titles (or the rule's window) only.
+No per-request pass of the model over the whole catalogue.
 
 Title references are IMDb ids (`tt0114709`) or MovieLens movie ids (`1` or `"1"`); internally
 every title is an item id (MovieLens id, or minus the IMDb number for IMDb-only titles).
@@ -20,10 +21,11 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from recommender_lib.baselines import MAX_STARS, MIN_STARS
 from recommender_lib.bundle import verify_bundle
-from recommender_lib.content_index import ContentIndex, SimilarityFilters, top_k
-from recommender_lib.features import baseline_prediction, user_features_from_ratings
+from recommender_lib.content_index import ContentIndex, SimilarityFilters
+from recommender_lib.features import user_features_from_ratings
+from recommender_lib.metrics import PAD
+from recommender_lib.ranking import RankingEngine
 from recommender_lib.serving_bundle import (
     CATALOG_FILE,
     CONTENT_DIR,
@@ -37,8 +39,9 @@ from recommender_lib.title_search import SearchHit, TitleSearchIndex
 from recommender_lib.two_tower import TrainedTwoTower
 
 TCONST = re.compile(r"^tt\d{7,}$")
-MIN_CANDIDATES = 200  # retrieval candidates re-ranked by the fusion head
 Strategy = Literal["two_tower", "popular"]
+# (title ref, stars) or (title ref, stars, unix time of the rating or None for "now")
+RatingInput = tuple[str | int, float] | tuple[str | int, float, int | None]
 
 
 class UnknownTitleError(KeyError):
@@ -60,7 +63,7 @@ class UnknownUserError(KeyError):
 class Recommendation:
     item_id: int
     predicted_rating: float
-    score: float  # retrieval score (dot product / τ + ranking bias); popularity in fallback
+    score: float  # the ranking rule's ordering score; popularity in the fallback
     because: int | None  # item id of the rated title most like this one
 
 
@@ -85,6 +88,9 @@ class Recommender:
     user_matrix: np.ndarray
     history_offsets: np.ndarray
     history_items: np.ndarray
+    history_ratings: np.ndarray
+    history_ts: np.ndarray
+    engine: RankingEngine = field(init=False, repr=False)
     _tconst_rows: dict[str, int] = field(default_factory=dict, repr=False)
     _popular: np.ndarray = field(default_factory=lambda: np.zeros(0, np.intp), repr=False)
 
@@ -106,6 +112,7 @@ class Recommender:
             if not np.array_equal(hist["user_ids"], user_ids):
                 raise ValueError("user history and user features list different users")
             offsets, items = hist["offsets"], hist["item_ids"]
+            stars, times = hist["ratings"], hist["rating_ts"]
         search = TitleSearchIndex.build(
             ids, catalog["title"].tolist(), catalog["year"].tolist(), catalog["popularity"]
         )
@@ -120,9 +127,17 @@ class Recommender:
             user_matrix=user_matrix,
             history_offsets=offsets,
             history_items=items,
+            history_ratings=stars,
+            history_ts=times,
         )
 
     def __post_init__(self) -> None:
+        self.engine = RankingEngine.from_model(
+            self.model,
+            self.embeddings.item_ids,
+            vectors=self.embeddings.vectors,
+            biases=self.embeddings.biases,
+        )
         tconst = self.catalog["tconst"].tolist()
         self._tconst_rows = {t: i for i, t in enumerate(tconst) if isinstance(t, str)}
         pop = self.catalog["popularity"].to_numpy(np.float64)
@@ -186,22 +201,46 @@ class Recommender:
         return row
 
     # ---------------------------------------------------------------------- recommendation
-    def _ratings_frame(self, ratings: Sequence[tuple[str | int, float]]) -> pd.DataFrame:
-        rows = [self.row(ref) for ref, _ in ratings]
-        return pd.DataFrame(
+    def _ratings_frame(self, ratings: Sequence[RatingInput]) -> pd.DataFrame:
+        """`movie_id, rating[, rating_ts]` of a list of (ref, stars[, unix time or None])."""
+        rows = [self.row(r[0]) for r in ratings]
+        frame = pd.DataFrame(
             {
                 "movie_id": self.embeddings.item_ids[rows].astype(np.int64),
-                "rating": np.asarray([r for _, r in ratings], dtype=np.float64),
+                "rating": np.asarray([r[1] for r in ratings], dtype=np.float64),
             }
         )
+        times = [r[2] if len(r) > 2 else None for r in ratings]
+        if any(t is not None for t in times):  # the rest were given "now"
+            now = self.model.transform.train_end_ts
+            frame["rating_ts"] = np.asarray([now if t is None else t for t in times], np.int64)
+        return frame
 
     def _user_vector(self, ratings: pd.DataFrame) -> np.ndarray:
         ux = user_features_from_ratings(ratings, self.model.items, self.model.transform)
         return np.asarray(ux, dtype=np.float32)[None, :]
 
+    def _user_position(self, user_id: int) -> int:
+        pos = int(np.searchsorted(self.user_ids, user_id))
+        if pos >= len(self.user_ids) or self.user_ids[pos] != user_id:
+            raise UnknownUserError(user_id)
+        return pos
+
+    def history_frame(self, user_id: int) -> pd.DataFrame:
+        """`movie_id, rating, rating_ts` of every rating of a user of the release."""
+        pos = self._user_position(user_id)
+        rows = slice(self.history_offsets[pos], self.history_offsets[pos + 1])
+        return pd.DataFrame(
+            {
+                "movie_id": self.history_items[rows].astype(np.int64),
+                "rating": self.history_ratings[rows].astype(np.float64),
+                "rating_ts": self.history_ts[rows].astype(np.int64),
+            }
+        )
+
     def recommend(
         self,
-        ratings: Sequence[tuple[str | int, float]],
+        ratings: Sequence[RatingInput],
         k: int,
         filters: SimilarityFilters | None = None,
         exclude: Iterable[str | int] = (),
@@ -216,20 +255,17 @@ class Recommender:
         rated_rows = [self.row_of(int(i)) for i in frame["movie_id"]]
         if frame.empty:
             return self._popular_result(k, filters, excluded, "no ratings: most popular titles")
-        return self._personalised(self._user_vector(frame), k, filters, rated_rows + excluded,
-                                  frame)  # fmt: skip
+        ux = self._user_vector(frame)
+        return self._personalised(ux, len(frame), k, filters, rated_rows + excluded, frame)
 
     def recommend_for_user(
         self, user_id: int, k: int, filters: SimilarityFilters | None = None
     ) -> RecommendationResult:
-        """Top-k titles for a user of the training data, excluding what they already rated."""
-        pos = int(np.searchsorted(self.user_ids, user_id))
-        if pos >= len(self.user_ids) or self.user_ids[pos] != user_id:
-            raise UnknownUserError(user_id)
-        seen = self.history_items[self.history_offsets[pos] : self.history_offsets[pos + 1]]
-        rows = [r for r in (self._row_of_item(int(i)) for i in seen) if r is not None]
-        frame = pd.DataFrame({"movie_id": seen.astype(np.int64), "rating": np.nan})
-        return self._personalised(self.user_matrix[pos : pos + 1], k, filters, rows, frame)
+        """Top-k titles for a user of the release, excluding everything they rated in it."""
+        ux = self.user_matrix[self._user_position(user_id)][None, :]
+        rated = self.history_frame(user_id)
+        rows = [r for r in (self._row_of_item(int(i)) for i in rated["movie_id"]) if r is not None]
+        return self._personalised(ux, len(rated), k, filters, rows, rated)
 
     def _popular_result(
         self, k: int, filters: SimilarityFilters | None, excluded: list[int], note: str
@@ -250,54 +286,36 @@ class Recommender:
     def _personalised(
         self,
         ux: np.ndarray,
+        n_ratings: int,
         k: int,
         filters: SimilarityFilters | None,
         excluded_rows: list[int],
         rated: pd.DataFrame,
     ) -> RecommendationResult:
-        u = self.model.user_tower.predict_on_batch(ux)
-        u = np.asarray(u, dtype=np.float32)[0]
-        scores = self.embeddings.vectors @ u / np.float32(self.model.temperature)
-        scores += self.embeddings.biases
-        keep = self.content.mask(filters)
-        if keep is not None:
-            scores[~keep] = -np.inf
-        scores[excluded_rows] = -np.inf
-        candidates = top_k(scores, max(MIN_CANDIDATES, 5 * k))
-        candidates = candidates[np.isfinite(scores[candidates])]
-        stars = self._predict_rows(ux, candidates, u)
-        order = np.lexsort((candidates, -scores[candidates], -stars))[:k]
-        because = self._because(candidates[order], rated)
+        ranked = self.engine.rank(
+            ux,
+            [n_ratings],
+            k,
+            excluded=[np.asarray(excluded_rows, dtype=np.int64)],
+            allowed=self.content.mask(filters),
+        )
+        keep = ranked.rows[0] != PAD
+        rows = ranked.rows[0][keep]
+        because = self._because(rows, rated)
         items = [
-            Recommendation(
-                int(self.embeddings.item_ids[candidates[j]]),
-                float(stars[j]),
-                float(scores[candidates[j]]),
-                because[n],
+            Recommendation(int(self.embeddings.item_ids[row]), float(stars), float(score), why)
+            for row, stars, score, why in zip(
+                rows, ranked.stars[0][keep], ranked.scores[0][keep], because, strict=True
             )
-            for n, j in enumerate(order)
         ]
         return RecommendationResult(items, "two_tower")
 
-    def _predict_rows(
-        self, ux: np.ndarray, rows: Sequence[int] | np.ndarray, u: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Predicted stars of catalogue rows for one user (fusion head on the candidates only)."""
-        rows = np.asarray(rows, dtype=np.intp)
+    def _predict_rows(self, ux: np.ndarray, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Predicted stars of catalogue rows for one user (fusion head on those rows only)."""
+        rows = np.asarray(rows, dtype=np.int64)
         if len(rows) == 0:
             return np.zeros(0, np.float64)
-        if u is None:
-            u = np.asarray(self.model.user_tower.predict_on_batch(ux), dtype=np.float32)[0]
-        item_ids = self.embeddings.item_ids[rows]
-        base = baseline_prediction(
-            np.repeat(ux, len(rows), axis=0),
-            self.model.items.biases(item_ids),
-            self.model.transform,
-        ).astype(np.float32)
-        pred = self.model.head.predict_on_batch(
-            [np.repeat(u[None, :], len(rows), axis=0), self.embeddings.vectors[rows], base[:, None]]
-        )
-        return np.clip(np.asarray(pred, dtype=np.float64).ravel(), MIN_STARS, MAX_STARS)
+        return self.engine.stars(ux, self.engine.user_vectors(ux), rows[None, :])[0]
 
     def _because(self, rows: np.ndarray, rated: pd.DataFrame) -> list[int | None]:
         """For each recommended row, the liked rated title whose embedding is closest to it."""
@@ -314,11 +332,12 @@ class Recommender:
         best = np.asarray(liked_rows)[np.argmax(sims, axis=1)]
         return [int(self.embeddings.item_ids[b]) for b in best]
 
-    def score(
-        self, ratings: Sequence[tuple[str | int, float]], candidates: Sequence[str | int]
-    ) -> np.ndarray:
+    def score(self, ratings: Sequence[RatingInput], candidates: Sequence[str | int]) -> np.ndarray:
         """Predicted stars of `candidates` for a user with `ratings` (batch scoring)."""
-        frame = self._ratings_frame(ratings)
         rows = [self.row(ref) for ref in candidates]
-        ux = self._user_vector(frame)
-        return self._predict_rows(ux, rows)
+        return self._predict_rows(self._user_vector(self._ratings_frame(ratings)), rows)
+
+    def score_for_user(self, user_id: int, candidates: Sequence[str | int]) -> np.ndarray:
+        """Predicted stars of `candidates` for a user of the release (their stored history)."""
+        ux = self.user_matrix[self._user_position(user_id)][None, :]
+        return self._predict_rows(ux, [self.row(ref) for ref in candidates])

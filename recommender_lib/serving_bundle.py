@@ -8,8 +8,11 @@ Layout (every array in catalogue order: ascending item id, as in the `catalog` t
     embeddings/item_embeddings.npz   item-tower output + ranking bias of every catalogue title
     content/                      the cosine `ContentIndex` + the content transform (JSON)
     catalog.parquet               title metadata shown by the API (title, type, year, genres…)
-    users/user_features.npz       known users' feature vectors (train + validation history)
-    users/user_history.npz        which titles each known user has rated (CSR arrays)
+    users/user_features.npz       known users' feature vectors (all their ratings in the release)
+    users/user_history.npz        each known user's ratings: titles, stars, times (CSR arrays)
+
+The manifest's `model` entry says what the served model was trained on (a full refit on every
+rating of the release, or an evaluation split) and which ranking rule it serves with.
 
 The directory is written by `recommender_lib.bundle.write_bundle` (temp dir + rename, hashes) and
 read by `recommender_lib.recommender.Recommender`.
@@ -48,7 +51,7 @@ class ItemEmbeddings:
 
     item_ids: np.ndarray  # int64, ascending
     vectors: np.ndarray  # float32 (n, d)
-    biases: np.ndarray  # float32 (n,): item-tower bias + popularity term of the ranking score
+    biases: np.ndarray  # float32 (n,): item-tower ranking bias (the rule adds popularity)
 
     @classmethod
     def from_model(cls, model: TrainedTwoTower, item_ids: np.ndarray) -> ItemEmbeddings:
@@ -56,13 +59,8 @@ class ItemEmbeddings:
         ids = np.asarray(item_ids, dtype=np.int64)
         if len(ids) and (np.diff(ids) <= 0).any():
             raise ValueError("item ids must be unique and ascending (catalogue order)")
-        vectors = model.item_embeddings(ids)
-        biases = model.item_biases(ids).astype(np.float32)
-        if model.pop_weight:
-            idx = model.items.index_of(ids)
-            counts = np.where(idx >= 0, model.items.count[np.maximum(idx, 0)], 0)
-            biases = biases + np.float32(model.pop_weight) * np.log1p(counts).astype(np.float32)
-        return cls(ids, np.asarray(vectors, dtype=np.float32), biases)
+        vectors, biases = model.item_vectors(ids)
+        return cls(ids, np.asarray(vectors, np.float32), np.asarray(biases, np.float32))
 
     def save(self, path: Path) -> Path:
         with atomic_path(Path(path)) as tmp, open(tmp, "wb") as fh:
@@ -90,12 +88,30 @@ def catalog_frame(catalog: pd.DataFrame, model: TrainedTwoTower) -> pd.DataFrame
     return df[list(CATALOG_COLUMNS)]
 
 
+def model_manifest(model: TrainedTwoTower) -> dict[str, Any]:
+    """The manifest's `model` entry: training data, ranking rule, the evaluated recipe's data."""
+    return {
+        "trained_on": model.info.get("trained_on", {}),
+        "evaluated_on": model.info.get("evaluated_on", model.info.get("trained_on", {})),
+        "epochs": model.info.get("epochs_run"),
+        "ranking_rule": model.ranking.to_dict() | {"description": model.ranking.describe()},
+    }
+
+
 def user_history_arrays(history: pd.DataFrame) -> dict[str, np.ndarray]:
-    """CSR arrays (user_ids, offsets, item_ids) of which titles each known user rated."""
-    df = history[["user_id", "movie_id"]].sort_values(["user_id", "movie_id"])
+    """CSR arrays of each known user's ratings: user_ids, offsets, and per rating item_ids,
+    ratings, rating_ts (sorted by user, then item)."""
+    df = history[["user_id", "movie_id", "rating", "rating_ts"]].sort_values(
+        ["user_id", "movie_id"], kind="stable"
+    )
     users, starts = np.unique(df["user_id"].to_numpy(np.int64), return_index=True)
-    offsets = np.append(starts, len(df)).astype(np.int64)
-    return {"user_ids": users, "offsets": offsets, "item_ids": df["movie_id"].to_numpy(np.int64)}
+    return {
+        "user_ids": users,
+        "offsets": np.append(starts, len(df)).astype(np.int64),
+        "item_ids": df["movie_id"].to_numpy(np.int64),
+        "ratings": df["rating"].to_numpy(np.float32),
+        "rating_ts": df["rating_ts"].to_numpy(np.int64),
+    }
 
 
 def assemble_bundle(

@@ -49,15 +49,21 @@ from recommender_lib.features import (
     user_feature_matrix,
     user_row_chunks,
 )
+from recommender_lib.ranking import (
+    RankingEngine,
+    RankingRule,
+    UnknownRankingRuleError,
+    choose_rule,
+    cold_probes,
+    ranking_probe,
+)
 
 MODEL_FILE = "two_tower.keras"
 TRANSFORM_FILE = "feature_transform.json"
 ITEMS_FILE = "item_features.npz"
 META_FILE = "two_tower.json"
 MIN_STARS, MAX_STARS = 0.5, 5.0
-POP_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # grid for the ranking's popularity weight
 NDCG_MAX_USERS = 20_000  # streamed training: validation NDCG@10 on a seeded sample of users
-SCORE_BLOCK_CELLS = 1 << 25  # validation ranking: at most this many user x item scores at once
 Seed = int | Sequence[int]  # a numpy.random.default_rng seed
 
 
@@ -77,7 +83,6 @@ class TwoTowerParams:
     temperature: float = 0.1
     retrieval_min_rating: float = 0.0  # retrieval positives: train pairs rated >= this
     logq_correction: bool = True
-    pop_weight: float | None = None  # ranking += w·log(1 + train count); None: fit on validation
     learning_rate: float = 2e-3
     lr_decay: bool = True  # cosine decay over `epochs`
     weight_decay: float = 1e-4
@@ -208,9 +213,11 @@ def build_networks(
 
 @dataclass
 class TrainedTwoTower:
-    """A trained two-tower model with its feature transform and catalogue item features.
+    """A trained two-tower model with its feature transform, catalogue item features and the
+    ranking rule chosen on validation (`recommender_lib.ranking`).
 
-    Implements the `RatingModel` protocol of `recommender_lib.evaluation`.
+    Rating prediction follows the `RatingModel` protocol of `recommender_lib.evaluation`;
+    ranking goes through `recommender_lib.ranking.RankingEngine`, as in the API.
     """
 
     model: Any  # the composed keras.Model (towers and head are nested models)
@@ -219,11 +226,12 @@ class TrainedTwoTower:
     params: TwoTowerParams
     item_index: np.ndarray  # int32 id-embedding row of each catalogue item (0 = OOV)
     temperature: float
-    pop_weight: float = 0.0
+    ranking: RankingRule = field(default_factory=RankingRule)
     history: dict[str, list[float]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     name: str = "two_tower"
     _item_cache: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    _engine: RankingEngine | None = field(default=None, repr=False)
 
     # --- sub-models
     @property
@@ -263,37 +271,23 @@ class TrainedTwoTower:
             self._item_cache = self._embed_items(rows, self.item_index.astype(np.int32))
         return self._item_cache
 
-    def item_embeddings(self, item_ids: np.ndarray | None = None) -> np.ndarray:
-        """L2-normalised item-tower embeddings (catalogue order when `item_ids` is None)."""
-        v, _ = self._item_vectors(item_ids)
-        return v
-
-    def item_biases(self, item_ids: np.ndarray | None = None) -> np.ndarray:
-        """The item-tower ranking bias of each title (without the popularity term)."""
-        if item_ids is None:
-            return self._catalogue()[1]
-        return self._item_vectors(item_ids, with_popularity=False)[1]
-
-    def _item_vectors(
-        self, item_ids: np.ndarray | None, *, with_popularity: bool = True
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(embeddings, ranking biases) of `item_ids`; unknown ids go through the item tower."""
+    def item_vectors(self, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(L2-normalised embeddings, item-tower ranking biases) of `item_ids`; ids outside the
+        item features go through the item tower with content-only rows."""
         v, b = self._catalogue()
-        if with_popularity and self.pop_weight:
-            b = b + np.float32(self.pop_weight) * np.log1p(self.items.count).astype(np.float32)
-        if item_ids is None:
-            return v, b
         ids = np.asarray(item_ids, dtype=np.int64)
         idx = self.items.index_of(ids)
         if (idx >= 0).all():
             return v[idx], b[idx]
         out_v, out_b = np.empty((len(ids), v.shape[1]), np.float32), np.empty(len(ids), np.float32)
         out_v[idx >= 0], out_b[idx >= 0] = v[idx[idx >= 0]], b[idx[idx >= 0]]
-        unknown = ids[idx < 0]
-        if len(unknown):
-            uv, ub = self._embed_items(*self._item_inputs(unknown))
-            out_v[idx < 0], out_b[idx < 0] = uv, ub
+        out_v[idx < 0], out_b[idx < 0] = self._embed_items(*self._item_inputs(ids[idx < 0]))
         return out_v, out_b
+
+    def head_predict(self, u: np.ndarray, v: np.ndarray, base: np.ndarray) -> np.ndarray:
+        """Fusion-head stars (unclipped, float64) of aligned user/item embeddings + baseline."""
+        pred = _predict(self.head, [u, v, np.asarray(base, np.float32).reshape(-1, 1)])
+        return np.asarray(pred, dtype=np.float64).ravel()
 
     # --- RatingModel protocol
     def predict(self, history: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
@@ -304,33 +298,28 @@ class TrainedTwoTower:
         items, jnv = np.unique(pairs["movie_id"].to_numpy(np.int64), return_inverse=True)
         ux = self.user_features(history, users)
         u = self.user_embeddings(ux)
-        v, _ = self._item_vectors(items)
+        v, _ = self.item_vectors(items)
         base = baseline_prediction(ux[inv], self.items.biases(items)[jnv], self.transform)
-        pred = _predict(self.head, [u[inv], v[jnv], base[:, None].astype(np.float32)])
-        return np.clip(pred.astype(np.float64), MIN_STARS, MAX_STARS)
+        return np.clip(self.head_predict(u[inv], v[jnv], base), MIN_STARS, MAX_STARS)
 
-    def score_catalogue(
-        self, history: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray
+    def rank_catalogue(
+        self,
+        history: pd.DataFrame,
+        user_ids: np.ndarray,
+        item_ids: np.ndarray,
+        exclude: np.ndarray,
+        k: int,
     ) -> np.ndarray:
-        """(n_users, n_items) ranking scores u·v/τ + b_item: one user-tower pass per user.
-
-        b_item = the item tower's ranking bias + `pop_weight`·log(1 + train ratings of the title).
-        """
-        ux = self.user_features(history, np.asarray(user_ids, dtype=np.int64))
-        u = self.user_embeddings(ux)
-        v, b = self._item_vectors(np.asarray(item_ids, dtype=np.int64))
-        return (u @ v.T) / self.temperature + b[None, :]
-
-    def score_from_ratings(self, ratings: pd.DataFrame, item_ids: np.ndarray) -> np.ndarray:
-        """Ranking scores for one (possibly new) user from their list of ratings.
-
-        `ratings`: `movie_id`, `rating` and optionally `rating_ts` (default: end of train).
-        """
-        df = ratings.copy()
-        df["user_id"] = -1
-        if "rating_ts" not in df.columns:
-            df["rating_ts"] = np.int64(self.transform.train_end_ts)
-        return self.score_catalogue(df, np.array([-1]), item_ids)[0]
+        """(n_users, k) positions into `item_ids` recommended to each user, through the served
+        `RankingEngine` with this model's rule (`exclude`: boolean (n_users, n_items) mask)."""
+        ids = np.asarray(item_ids, dtype=np.int64)
+        cached = self._engine
+        if cached is None or not np.array_equal(cached.item_ids, ids):
+            cached = self._engine = RankingEngine.from_model(self, ids)
+        users = np.asarray(user_ids, dtype=np.int64)
+        counts = history.groupby("user_id").size().reindex(users, fill_value=0)
+        ux = self.user_features(history, users)
+        return cached.rank(ux, counts.to_numpy(), k, excluded=exclude).rows
 
     def predict_from_ratings(self, ratings: pd.DataFrame, item_ids: np.ndarray) -> np.ndarray:
         """Predicted stars of `item_ids` for one (possibly new) user from their ratings."""
@@ -353,7 +342,7 @@ class TrainedTwoTower:
             "name": self.name,
             "params": self.params.to_dict(),
             "temperature": self.temperature,
-            "pop_weight": self.pop_weight,
+            "ranking": self.ranking.to_dict(),
             "history": self.history,
             "info": self.info,
         }
@@ -368,6 +357,8 @@ class TrainedTwoTower:
         d = Path(directory)
         model = keras.saving.load_model(d / MODEL_FILE, compile=False)
         meta = json.loads((d / META_FILE).read_text())
+        if not isinstance(meta.get("ranking"), dict):
+            raise UnknownRankingRuleError(f"{d / META_FILE} names no ranking rule")
         return cls(
             model=model,
             transform=FeatureTransform.from_json((d / TRANSFORM_FILE).read_text()),
@@ -375,7 +366,7 @@ class TrainedTwoTower:
             params=TwoTowerParams.from_dict(meta["params"]),
             item_index=np.load(d / "item_index.npy", allow_pickle=False),
             temperature=float(meta["temperature"]),
-            pop_weight=float(meta.get("pop_weight", 0.0)),
+            ranking=RankingRule.from_dict(meta["ranking"]),
             history=meta.get("history", {}),
             info=meta.get("info", {}),
             name=meta.get("name", "two_tower"),
@@ -427,61 +418,6 @@ def _item_id_index(items: ItemFeatures, min_count: int) -> np.ndarray:
     index = np.zeros(len(items), dtype=np.int32)
     index[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     return index
-
-
-def _ndcg_values(
-    scores: np.ndarray, seen: Sequence[np.ndarray], relevant: Sequence[np.ndarray]
-) -> list[float]:
-    """NDCG@10 (binary relevance, already-seen items excluded) of each row with relevant items."""
-    k = 10
-    disc = 1.0 / np.log2(np.arange(2, k + 2))
-    vals = []
-    for row, (s, rel) in enumerate(zip(seen, relevant, strict=True)):
-        if len(rel) == 0:
-            continue
-        sc = scores[row].copy()
-        sc[s] = -np.inf
-        top = np.argpartition(-sc, k)[:k] if len(sc) > k else np.arange(len(sc))
-        top = top[np.argsort(-sc[top], kind="stable")]
-        hits = np.isin(top, rel).astype(np.float64)
-        vals.append(float((hits * disc).sum() / disc[: min(k, len(rel))].sum()))
-    return vals
-
-
-def _ndcg_by_pop_weight(
-    u: np.ndarray,
-    v: np.ndarray,
-    b: np.ndarray,
-    log_count: np.ndarray,
-    tau: float,
-    seen: Sequence[np.ndarray],
-    relevant: Sequence[np.ndarray],
-    weights: Sequence[float],
-    max_cells: int = SCORE_BLOCK_CELLS,
-) -> dict[float, float]:
-    """Mean NDCG@10 of the scores u·v/τ + b + w·log_count for each w; for monitoring.
-
-    Users are scored a block at a time (at most `max_cells` scores), never as one users x items
-    matrix; each block's arithmetic is that of the full matrix, so the result is the same.
-    """
-    vals: dict[float, list[float]] = {w: [] for w in weights}
-    block = max(1, max_cells // max(len(v), 1))
-    for start in range(0, len(u), block):
-        rows = slice(start, start + block)
-        scores = u[rows] @ v.T / tau + b[None, :]
-        for w in weights:
-            vals[w] += _ndcg_values(scores + w * log_count[None, :], seen[rows], relevant[rows])
-    return {w: float(np.mean(x)) if x else float("nan") for w, x in vals.items()}
-
-
-def _values_by_user(
-    user_ids: np.ndarray, values: np.ndarray, wanted: np.ndarray
-) -> list[np.ndarray]:
-    """`values` of each user in `wanted`, in their original order (empty for absent users)."""
-    order = np.argsort(user_ids, kind="stable")
-    keys, vals = user_ids[order], values[order]
-    lo, hi = np.searchsorted(keys, wanted, "left"), np.searchsorted(keys, wanted, "right")
-    return [vals[a:z] for a, z in zip(lo.tolist(), hi.tolist(), strict=True)]
 
 
 def _examples(
@@ -568,15 +504,22 @@ def train_two_tower(
     validation_history: pd.DataFrame | None = None,
     log: Callable[[str], None] | None = None,
     on_epoch: Callable[[int, TrainedTwoTower], None] | None = None,
+    ranking: RankingRule | None = None,
+    fixed_epochs: int | None = None,
 ) -> TrainedTwoTower:
-    """Train on `train`, early-stop on validation RMSE (best weights restored).
+    """Train on `train`, early-stop on validation RMSE (best weights restored), then choose the
+    ranking rule on validation (`recommender_lib.ranking.choose_rule`).
+
+    A refit passes `fixed_epochs` (the epochs early stopping chose; the learning-rate schedule
+    still spans `params.epochs`, so the refit follows the evaluated run's schedule) and the
+    evaluated `ranking` rule, and needs no validation.
 
     `items`/`transform` must come from `train` only (see `fit_features`). Validation users'
     features come from `validation_history` (default: `train`), as at test time.
 
     Up to `in_memory_rows` train rows, the examples are built once and held as tensors; above,
     they are streamed in chunks of whole users (`_ExampleStream`), and the validation NDCG@10
-    (monitoring and the popularity-weight choice) is computed on a seeded sample of at most
+    (monitoring and the ranking-rule choice) is computed on a seeded sample of at most
     `NDCG_MAX_USERS` validation users (RMSE always uses every validation row); `info` records
     which (`examples`, `chunks`, `ndcg_users`).
     """
@@ -685,37 +628,35 @@ def train_two_tower(
         opt.apply_gradients(zip(grads, variables, strict=True))
         return mse, ret
 
-    # Validation inputs: users' features from their train history, catalogue item rows.
+    # Validation: RMSE over every validation row (users' features from their train history) and
+    # NDCG@10 through the ranking engine, as served (a seeded sample of users when streaming).
     val = None
     if validation is not None and len(validation):
         val = check_ratings(validation)
         vhist = check_ratings(validation_history) if validation_history is not None else train
         v_users, v_inv = np.unique(val["user_id"].to_numpy(), return_inverse=True)
         vux = user_feature_matrix(vhist, items, transform, v_users)[1]
-        vidx = items.index_of(val["movie_id"].to_numpy())
         v_movies, v_jnv = np.unique(val["movie_id"].to_numpy(), return_inverse=True)
         v_pos = items.index_of(v_movies)
         v_rows = items.rows(v_movies, transform)
         v_ids = np.where(v_pos >= 0, item_index[np.maximum(v_pos, 0)], 0).astype(np.int32)
         vbase = baseline_prediction(vux[v_inv], items.biases(val["movie_id"]), transform)
         vy = val["rating"].to_numpy(np.float64)
-        # NDCG@10: every validation user in memory; a seeded sample of them when streaming.
-        ndcg_users = np.arange(len(v_users))
+        probe_users = v_users
         if stream is not None and len(v_users) > NDCG_MAX_USERS:
-            pick = np.random.default_rng(p.seed).choice(len(v_users), NDCG_MAX_USERS, replace=False)
-            ndcg_users = np.sort(pick)
-        hist_idx = items.index_of(vhist["movie_id"].to_numpy())
-        seen_l = _values_by_user(vhist["user_id"].to_numpy(), hist_idx, v_users[ndcg_users])
-        known = vidx >= 0
-        rel_l = _values_by_user(val["user_id"].to_numpy()[known], vidx[known], v_users[ndcg_users])
-        log_count = np.log1p(items.count).astype(np.float32)
+            rng = np.random.default_rng(p.seed)
+            probe_users = np.sort(rng.choice(v_users, NDCG_MAX_USERS, replace=False))
+        warm = ranking_probe(vhist, val, items, transform, user_ids=probe_users)
+
+    def snapshot(info: dict[str, Any], rule: RankingRule) -> TrainedTwoTower:
+        return TrainedTwoTower(model, transform, items, p, item_index, tau, rule, history, info)
 
     history: dict[str, list[float]] = {
         k: []
         for k in ("loss_mse", "loss_retrieval", "val_rmse", "val_ndcg10", "seconds", "val_seconds")
     }
     best_rmse, best_epoch, best_weights, waited = math.inf, -1, None, 0
-    for epoch in range(p.epochs):
+    for epoch in range(fixed_epochs or p.epochs):
         te = time.perf_counter()
         mses, rets = [], []
         for batch in ds:
@@ -727,15 +668,12 @@ def train_two_tower(
         tv = time.perf_counter()
         if val is not None:
             u = _predict(user_tower, vux)
-            iv, ib = _predict(item_tower, [items.matrix, item_index])
             vv = _predict(item_tower, [v_rows, v_ids])[0][v_jnv]
             pred = _predict(head, [u[v_inv], vv, vbase[:, None].astype(np.float32)])
             rmse = float(np.sqrt(np.mean((np.clip(pred, MIN_STARS, MAX_STARS) - vy) ** 2)))
-            ndcg = _ndcg_by_pop_weight(
-                u[ndcg_users], iv, ib, log_count, tau, seen_l, rel_l, (0.0,)
-            )[0.0]
+            engine = RankingEngine.from_model(snapshot({}, RankingRule()), items.item_ids)
             history["val_rmse"].append(rmse)
-            history["val_ndcg10"].append(ndcg)
+            history["val_ndcg10"].append(warm.ndcg(engine, RankingRule()))
         else:
             rmse = history["loss_mse"][-1]
         history["val_seconds"].append(time.perf_counter() - tv)
@@ -752,7 +690,10 @@ def train_two_tower(
                 + f"({history['seconds'][-1]:.1f}s, validation {history['val_seconds'][-1]:.1f}s)"
             )
         if on_epoch is not None:
-            on_epoch(epoch, _wrap(model, transform, items, p, item_index, tau, history, {}))
+            on_epoch(epoch, snapshot({}, ranking or RankingRule()))
+        if fixed_epochs:  # a refit: no early stopping, the last weights are the result
+            best_epoch = epoch
+            continue
         if rmse < best_rmse - 1e-5:
             best_rmse, best_epoch, waited = rmse, epoch, 0
             best_weights = model.get_weights()
@@ -762,14 +703,6 @@ def train_two_tower(
                 break
     if best_weights is not None:
         model.set_weights(best_weights)
-    pop_weight, pop_search = float(p.pop_weight or 0.0), {}
-    if p.pop_weight is None and val is not None:
-        # The ranking formula's one fitted constant, chosen on validation NDCG@10.
-        u = _predict(user_tower, vux[ndcg_users])
-        iv, ib = _predict(item_tower, [items.matrix, item_index])
-        pop_search = _ndcg_by_pop_weight(u, iv, ib, log_count, tau, seen_l, rel_l, POP_WEIGHTS)
-        if any(np.isfinite(v) for v in pop_search.values()):
-            pop_weight = max(pop_search, key=lambda w: (np.nan_to_num(pop_search[w], nan=-1), -w))
     info = {
         "best_epoch": best_epoch + 1,
         "epochs_run": len(history["loss_mse"]),
@@ -777,37 +710,19 @@ def train_two_tower(
         "train_rows": len(train),
         "examples": "in_memory" if stream is None else "streamed",
         "chunks": 1 if stream is None else len(stream.chunks),
-        "ndcg_users": len(seen_l) if val is not None else 0,
+        "ndcg_users": len(warm.seen) if val is not None else 0,
         "train_seconds": round(time.perf_counter() - t0, 2),
         "n_item_ids": n_ids,
-        "pop_weight": pop_weight,
-        "pop_weight_val_ndcg10": {str(k): v for k, v in pop_search.items()},
     }
-    return _wrap(model, transform, items, p, item_index, tau, history, info, pop_weight)
-
-
-def _wrap(
-    model: Any,
-    transform: FeatureTransform,
-    items: ItemFeatures,
-    params: TwoTowerParams,
-    item_index: np.ndarray,
-    tau: float,
-    history: dict[str, list[float]],
-    info: dict[str, Any],
-    pop_weight: float = 0.0,
-) -> TrainedTwoTower:
-    return TrainedTwoTower(
-        model=model,
-        transform=transform,
-        items=items,
-        params=params,
-        item_index=item_index,
-        temperature=tau,
-        pop_weight=pop_weight,
-        history=history,
-        info=info,
-    )
+    rule, search = ranking or RankingRule(), {}
+    if ranking is None and val is not None:
+        # The ordering and its constants, chosen on validation through the served ranking.
+        engine = RankingEngine.from_model(snapshot(info, rule), items.item_ids)
+        cold = cold_probes(vhist, val, items, transform, user_ids=probe_users)
+        rule, search = choose_rule(engine, warm, cold, log)
+    info |= {"ranking_rule": rule.to_dict(), "ranking_validation_ndcg10": search}
+    info["train_seconds"] = round(time.perf_counter() - t0, 2)
+    return snapshot(info, rule)
 
 
 def fit_features(

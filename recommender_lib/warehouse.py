@@ -109,10 +109,11 @@ def _ensure_history(conn: duckdb.DuckDBPyConnection) -> None:
 
 
 def table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
-    row = conn.execute(
+    # fetchall: DuckDB 2 keeps a result open after fetchone, which blocks `register` next
+    rows = conn.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
-    ).fetchone()
-    return bool(row and row[0])
+    ).fetchall()
+    return bool(rows and rows[0][0])
 
 
 def row_count(conn: duckdb.DuckDBPyConnection, table: str) -> int:

@@ -14,7 +14,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
 from recommender_lib.content_index import SimilarityFilters
-from recommender_lib.recommender import RecommendationResult, UnknownTitleError, UnknownUserError
+from recommender_lib.recommender import (
+    RatingInput,
+    RecommendationResult,
+    UnknownTitleError,
+    UnknownUserError,
+)
 from serving import schemas as s
 from serving.errors import FieldError, TitleNotFound, UnknownTitles
 from serving.model_store import LoadedModel
@@ -94,6 +99,10 @@ def _rated_rows(
             )
         first[row] = i
     return rows[: len(ratings)]
+
+
+def _rating_inputs(ratings: Sequence[s.Rating]) -> list[RatingInput]:
+    return [(r.title, r.rating, r.rated_at) for r in ratings]
 
 
 def _names(values: list[str] | None) -> list[str] | None:
@@ -241,7 +250,7 @@ def recommend(body: s.RecommendationRequest, request: Request) -> dict[str, Any]
     filters = _body_filters(view, body.filters)
     excluded = [(f"exclude.{i}", ref) for i, ref in enumerate(body.exclude)]
     rows = _rated_rows(view, body.ratings, excluded)
-    pairs: list[tuple[str | int, float]] = [(r.title, r.rating) for r in body.ratings]
+    pairs = _rating_inputs(body.ratings)
     with _timed(request, "ratings"):
         result = view.recommender.recommend(pairs, body.k, filters, body.exclude)
     stars = {row: r.rating for row, r in zip(rows, body.ratings, strict=True)}
@@ -273,17 +282,27 @@ def recommend_for_user(
 
 
 @router.post(
-    "/scores", response_model=s.ScoreResponse, responses=TITLES_404, tags=["recommendations"]
+    "/scores",
+    response_model=s.ScoreResponse,
+    responses=TITLES_404
+    | {404: {"model": s.ErrorResponse, "description": "unknown title or user"}},
+    tags=["recommendations"],
 )
 def score(body: s.ScoreRequest, request: Request) -> dict[str, Any]:
-    """Predicted stars (4 decimals) of each candidate for a user with these ratings."""
+    """Predicted stars (4 decimals) of each candidate for a user with these ratings, or for a
+    user of the release (`user_id`: their stored history, 404 when unknown)."""
     model = served(request)
     view = model.view
     candidates = [(f"candidates.{i}", ref) for i, ref in enumerate(body.candidates)]
     _rated_rows(view, body.ratings, candidates)
-    pairs: list[tuple[str | int, float]] = [(r.title, r.rating) for r in body.ratings]
     with _timed(request, "scores"):
-        predicted = view.recommender.score(pairs, body.candidates)
+        if body.user_id is None:
+            predicted = view.recommender.score(_rating_inputs(body.ratings), body.candidates)
+        else:
+            try:
+                predicted = view.recommender.score_for_user(body.user_id, body.candidates)
+            except UnknownUserError:
+                raise HTTPException(404, f"unknown user {body.user_id}") from None
     return {
         "model_version": model.model_version,
         "candidates": body.candidates,

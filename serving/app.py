@@ -96,6 +96,7 @@ def _ops_routes(app: FastAPI) -> None:
             "source": current.source,
             "registry": registry,
             "loaded_at": current.loaded_at,
+            "served_model": _served_model(current.manifest),
             "manifest": {k: v for k, v in current.manifest.items() if k != "files"},
         }
 
@@ -180,3 +181,11 @@ def create_app(
 
 
 app = create_app()
+
+
+def _served_model(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    model = manifest.get("model")
+    if not isinstance(model, dict):
+        return None
+    rule = model.get("ranking_rule") or {}
+    return {"trained_on": model.get("trained_on", {}), "ranking_rule": rule.get("description", "")}

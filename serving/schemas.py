@@ -11,6 +11,7 @@ from pydantic import (
     Field,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
 MAX_RATINGS = 500
@@ -83,6 +84,9 @@ class UserRecommendationQuery(FilterQuery):
 class Rating(RequestModel):
     title: TitleRef
     rating: Stars
+    rated_at: int | None = Field(
+        None, ge=0, le=2**40, description="when it was rated, unix seconds (default: now)"
+    )
 
 
 class RatingsBody(RequestModel):
@@ -117,7 +121,17 @@ class RecommendationRequest(RatingsBody):
 
 
 class ScoreRequest(RatingsBody):
+    """Candidates to score for a user given by ratings, or by `user_id` (a user of the release,
+    scored from their stored history, as `GET /users/{id}/recommendations`) — not both."""
+
+    user_id: int | None = Field(None, ge=0, le=2**62, description="a user of the release")
     candidates: list[TitleRef] = Field(min_length=1, max_length=MAX_CANDIDATES)
+
+    @model_validator(mode="after")
+    def _one_user(self) -> ScoreRequest:
+        if self.user_id is not None and self.ratings:
+            raise ValueError("give either user_id or ratings, not both")
+        return self
 
 
 # ----------------------------------------------------------------------------------- responses
@@ -202,10 +216,19 @@ class RegistryInfo(BaseModel):
     alias: str
 
 
+class ServedModel(BaseModel):
+    trained_on: dict[str, Any] = Field(
+        description="what the served model was trained on: kind ('full refit' on every rating "
+        "of the release, or an evaluation split), ratings, users, titles, rating time range"
+    )
+    ranking_rule: str = Field(description="the ordering the recommendations use")
+
+
 class VersionResponse(Versioned):
     source: Literal["mlflow", "directory"]
     registry: RegistryInfo | None
     loaded_at: str
+    served_model: ServedModel | None = Field(description="null for bundles that predate it")
     manifest: dict[str, Any] = Field(description="bundle manifest without the file hash table")
 
 

@@ -9,14 +9,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender_lib import warehouse
-from recommender_lib.baselines import DampedBias, GlobalMean, MostPopular, fit_baselines
+from recommender_lib import baselines, warehouse
+from recommender_lib.baselines import (
+    BASELINE_NAMES,
+    DampedBias,
+    Ease,
+    GlobalMean,
+    MostPopular,
+    fit_baselines,
+)
 from recommender_lib.evaluation import (
     RatingModel,
     catalogue_items,
     evaluate_all,
     evaluate_cold_start,
     evaluate_p1,
+    ranking_evaluation,
 )
 from recommender_lib.metrics import ranking_metrics, top_k_indices
 from recommender_lib.splits import build_splits, load_split
@@ -37,8 +45,20 @@ def _pairs(rows: list[tuple[int, int]]) -> pd.DataFrame:
 
 
 def test_baselines_follow_the_protocol() -> None:
-    for model in fit_baselines(TRAIN):
+    models = fit_baselines(TRAIN)
+    assert [m.name for m in models] == list(BASELINE_NAMES)
+    assert [type(m) for m in models] == [GlobalMean, DampedBias, MostPopular, Ease]
+    for model in models:
         assert isinstance(model, RatingModel)
+        assert model.predicts_ratings is (model.name != "ease")
+    assert models[3].l2 == baselines.EASE_L2
+    assert fit_baselines(TRAIN, ease_l2=3.0)[3].l2 == 3.0
+
+
+@pytest.mark.parametrize("cls", [GlobalMean, DampedBias, MostPopular, Ease])
+def test_empty_train_raises(cls: type) -> None:
+    with pytest.raises(ValueError, match="empty"):
+        cls().fit(TRAIN.iloc[:0])
 
 
 def test_global_mean() -> None:
@@ -102,6 +122,110 @@ def test_most_popular_ranking_and_shrunk_prediction() -> None:
     assert model.predict(train, _pairs([(1, 40), (1, 60)])) == pytest.approx([3.625, 3.25])
 
 
+# EASE. Co-rating structure: users 1-4 rate {10, 20}, users 5-7 rate {30, 40}, user 8 rates
+# {10, 30}; movie 50 is rated by user 1 only.
+EASE_TRAIN = _frame(
+    [(u, m, 4.0) for u in (1, 2, 3, 4) for m in (10, 20)]
+    + [(u, m, 1.0) for u in (5, 6, 7) for m in (30, 40)]
+    + [(8, 10, 3.0), (8, 30, 5.0), (1, 50, 2.0)]
+)
+
+
+def _ease_reference(train: pd.DataFrame, l2: float) -> tuple[np.ndarray, np.ndarray]:
+    """(movie ids, B) computed directly: X binary, P = inv(XᵀX + λI), B = I - P / diag(P)."""
+    movies = np.sort(train["movie_id"].unique())
+    users = np.sort(train["user_id"].unique())
+    x = np.zeros((len(users), len(movies)))
+    x[np.searchsorted(users, train["user_id"]), np.searchsorted(movies, train["movie_id"])] = 1
+    p = np.linalg.inv(x.T @ x + l2 * np.eye(len(movies)))
+    b = np.eye(len(movies)) - p / np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)  # already 0 up to rounding
+    return movies, b
+
+
+@pytest.mark.parametrize("float32", [False, True], ids=["float64", "float32"])
+def test_ease_closed_form_matches_numpy(float32: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if float32:
+        monkeypatch.setattr(baselines, "EASE_FLOAT32_ABOVE", 0)
+    # a repeated (user, movie) row and any star value still make a single 1
+    train = pd.concat([EASE_TRAIN, _frame([(1, 10, 0.5)])], ignore_index=True)
+    model = Ease(l2=2.0).fit(train)
+    movies, reference = _ease_reference(EASE_TRAIN, 2.0)
+    assert model.items.tolist() == movies.tolist()
+    assert model.weights.dtype == (np.float32 if float32 else np.float64)
+    assert model.weights == pytest.approx(reference, abs=1e-6 if float32 else 1e-12)
+    assert (np.diag(model.weights) == 0).all()
+    # scores are x_u · B with x_u from the history given: user 8 knows {10, 30}
+    scores = model.score_catalogue(EASE_TRAIN, np.array([8]), movies)
+    assert scores.dtype == np.float64
+    x8 = np.isin(movies, [10, 30]).astype(float)
+    assert scores[0] == pytest.approx(x8 @ reference, abs=1e-6 if float32 else 1e-12)
+
+
+def test_ease_scores_come_from_the_history_items() -> None:
+    model = Ease(l2=1.0).fit(EASE_TRAIN)
+    catalogue = np.array([50, 40, 30, 20, 10])  # deliberately not sorted
+    # user 1 is known to the training matrix, user 9 is not: only `history` matters
+    history = _frame([(1, 30, 5.0), (9, 10, 1.0)])
+    scores = model.score_catalogue(history, np.array([9, 1]), catalogue)
+    assert scores.shape == (2, 5)
+    top = top_k_indices(scores, 5, exclude=np.isin(catalogue, [10])[None, :] & [[True], [False]])
+    assert catalogue[top[0, 0]] == 20  # co-rated with 10 by four users
+    assert catalogue[top[1, 0]] == 40  # 30 itself aside (it scores 0: diag(B) = 0)
+    assert scores[1, 2] == 0.0
+    # the same users with an empty history: nothing to go on, all-equal (zero) scores
+    empty = model.score_catalogue(history.iloc[:0], np.array([9, 1]), catalogue)
+    assert (empty == 0).all()
+    # user order is the caller's; a user absent from `history` gets zeros too
+    both = model.score_catalogue(history, np.array([1, 7, 9]), catalogue)
+    assert both[0] == pytest.approx(scores[1]) and both[2] == pytest.approx(scores[0])
+    assert (both[1] == 0).all()
+
+
+def test_ease_unknown_items_rank_last() -> None:
+    model = Ease(l2=1.0).fit(EASE_TRAIN)
+    catalogue = np.array([99, 10, 20, 77, 30, 40, 50])  # 77 and 99 were never rated
+    history = _frame([(1, 10, 4.0), (1, 99, 4.0), (2, 30, 3.0), (2, 40, 3.0)])
+    scores = model.score_catalogue(history, np.array([1, 2]), catalogue)
+    unknown = np.isin(catalogue, [77, 99])
+    for row in scores:
+        assert np.isfinite(row).all()
+        assert row[unknown].max() < row[~unknown].min()
+        assert row[unknown].tolist() == [row[~unknown].min() - 1] * 2
+    # an unknown history item adds nothing: user 1 scores as if it had rated 10 alone
+    alone = model.score_catalogue(_frame([(1, 10, 4.0)]), np.array([1]), catalogue)
+    assert alone[0] == pytest.approx(scores[0])
+
+
+def test_ease_keeps_the_most_rated_items_when_capped() -> None:
+    # rating counts: 10 -> 5 (users 1-4, 8), 20 -> 4, 30 -> 4 (users 5-8), 40 -> 3, 50 -> 1.
+    # Two items: 10, then 20 (tied with 30 at 4 ratings: the lower id wins).
+    model = Ease(l2=1.0, max_items=2).fit(EASE_TRAIN)
+    assert model.items.tolist() == [10, 20]
+    _, reference = _ease_reference(EASE_TRAIN[EASE_TRAIN["movie_id"].isin([10, 20])], 1.0)
+    assert model.weights == pytest.approx(reference)
+    # the dropped items rank last, below the kept ones, like never-rated items
+    catalogue = np.array([40, 20, 50, 10, 30])
+    scores = model.score_catalogue(EASE_TRAIN, np.array([8]), catalogue)[0]
+    dropped = np.isin(catalogue, [30, 40, 50])
+    assert (scores[dropped] == scores[~dropped].min() - 1).all()
+
+
+def test_ease_predicts_no_stars() -> None:
+    assert Ease.predicts_ratings is False and Ease.ranks_items is True
+    with pytest.raises(RuntimeError):
+        Ease().predict(TRAIN, _pairs([(1, 10)]))
+    with pytest.raises(RuntimeError):
+        Ease().score_catalogue(TRAIN, np.array([1]), np.array([10]))
+    model = Ease().fit(TRAIN)
+    pred = model.predict(TRAIN, _pairs([(1, 10), (1, 20), (9, 99)]))
+    assert pred.shape == (3,) and np.isnan(pred).all()
+    with pytest.raises(ValueError):
+        Ease(l2=0.0)
+    with pytest.raises(ValueError):
+        Ease(max_items=0)
+
+
 def test_evaluate_p1_hand_computed() -> None:
     history = _frame([(1, 10, 4.0), (1, 20, 2.0), (2, 10, 3.0)])
     test = _frame([(1, 30, 5.0), (1, 40, 1.0), (2, 20, 4.0)])
@@ -135,12 +259,12 @@ def _random_split(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray
     return frame[~is_test], frame[is_test], np.arange(1, 131)  # 121..130 never rated
 
 
-@pytest.mark.parametrize("model", [DampedBias(), MostPopular()], ids=lambda m: m.name)
+@pytest.mark.parametrize("model", [DampedBias(), MostPopular(), Ease(l2=5.0)], ids=lambda m: m.name)
 def test_batched_ranking_matches_a_brute_force_reference(model: RatingModel) -> None:
     history, test, catalogue = _random_split()
     model.fit(history)
-    batched = evaluate_p1(model, history, test, catalogue, k=10, batch_users=7)
-    single = evaluate_p1(model, history, test, catalogue, k=10, batch_users=1000)
+    batched = ranking_evaluation(model, history, test, catalogue, k=10, batch_users=7)
+    single = ranking_evaluation(model, history, test, catalogue, k=10, batch_users=1000)
     assert batched == pytest.approx(single)
     # brute force: full stable sort per user, drop history items, then the metric functions
     users = np.unique(test["user_id"])
@@ -184,8 +308,13 @@ def test_cold_start_uses_only_revealed_history_and_common_scored_rows() -> None:
 def test_evaluate_all_one_row_per_model() -> None:
     history, test, catalogue = _random_split(1)
     table = evaluate_all(fit_baselines(history), catalogue, history=history, test=test)
-    assert table["model"].tolist() == ["global_mean", "damped_bias", "most_popular"]
+    assert table["model"].tolist() == list(BASELINE_NAMES)
     assert {"rmse", "mae", "ndcg@10", "recall@10", "eval_seconds"} <= set(table.columns)
+    got = table.set_index("model")
+    # EASE ranks but predicts no stars; the global mean predicts stars but does not rank
+    assert got.loc["ease", ["rmse", "mae"]].isna().all()
+    assert got.loc["ease", ["ndcg@10", "recall@10"]].notna().all()
+    assert got.loc["global_mean", ["rmse", "mae"]].notna().all()
     with pytest.raises(ValueError):
         evaluate_all(fit_baselines(history), catalogue, history=history)
 
@@ -208,5 +337,9 @@ def test_real_movielens_p1_anchors(shared_movielens: Path) -> None:
     assert got.loc["damped_bias", "rmse"] == pytest.approx(0.914, abs=0.005)
     assert got.loc["most_popular", "ndcg@10"] == pytest.approx(0.089, abs=0.005)
     assert got.loc["most_popular", "recall@10"] == pytest.approx(0.082, abs=0.005)
+    # EASE at the default λ (the numbers its docstring reports), far above the popularity list
+    assert got.loc["ease", "ndcg@10"] == pytest.approx(0.1306, abs=0.005)
+    assert got.loc["ease", "recall@10"] == pytest.approx(0.1323, abs=0.005)
+    assert math.isnan(got.loc["ease", "rmse"]) and math.isnan(got.loc["ease", "mae"])
     # the bias baseline must beat the global mean on ratings, as it does in the anchors
     assert got.loc["damped_bias", "mae"] < got.loc["global_mean", "mae"]

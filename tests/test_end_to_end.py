@@ -45,7 +45,7 @@ RUN_CONFIG = {
             "config": {"epochs": 2, "embedding_dim": 8, "tower_units": [16], "head_units": [16]}
         },
         # Tiny data and a 2-epoch model: gate on RMSE only, allow some retraining noise.
-        "model_evaluation_beats_baselines": {"config": {"ndcg_ratio": 0.0}},
+        "model_evaluation_beats_baselines": {"config": {"ndcg_ratio": 0.0, "cold_ndcg_ratio": 0.0}},
         "model_version_not_worse_than_champion": {"config": {"tolerance": 0.1}},
     }
 }

@@ -22,6 +22,7 @@ from orchestration.resources import (
 from recommender_lib import registry
 
 TINY_MODEL = {"epochs": 2, "embedding_dim": 8, "tower_units": [16], "head_units": [16]}
+NO_RANKING_GATE = {"ndcg_ratio": 0.0, "cold_ndcg_ratio": 0.0}  # a 2-epoch model on tiny data
 
 
 def _resources(tmp_path: Path, mirror_root: Path) -> dict[str, object]:
@@ -83,12 +84,13 @@ def _runs(tmp_path: Path) -> list:
 
 @pytest.mark.slow
 def test_training_run_end_to_end(sample_mirror, tmp_path: Path) -> None:
-    result = _run(tmp_path, sample_mirror.root, TINY_MODEL, gate={"ndcg_ratio": 0.0})
+    result = _run(tmp_path, sample_mirror.root, TINY_MODEL, gate=NO_RANKING_GATE)
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["predictions_in_range"] is True
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert {"catalog", "content_features", "rating_splits", "item_features", "user_features",
-            "two_tower_model", "model_evaluation", "item_embeddings", "content_index",
+            "two_tower_model", "model_evaluation", "production_model", "item_embeddings",
+            "content_index",
             "model_version", "champion"} <= materialized  # fmt: skip
     assert checks["serves_sane_answers"] is True and checks["not_worse_than_champion"] is True
     assert checks["content_vectors_complete"] is True and checks["pandera_schema"] is True
@@ -124,7 +126,7 @@ def test_worse_than_baseline_model_is_blocked(sample_mirror, tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_registry_promotion_and_a_blocked_second_version(sample_mirror, tmp_path: Path) -> None:
-    first = _run(tmp_path, sample_mirror.root, TINY_MODEL, gate={"ndcg_ratio": 0.0})
+    first = _run(tmp_path, sample_mirror.root, TINY_MODEL, gate=NO_RANKING_GATE)
     assert first.success
     champ = registry.champion(_uri(tmp_path), "test-model")
     assert champ is not None and champ.version == "1"
@@ -133,7 +135,7 @@ def test_registry_promotion_and_a_blocked_second_version(sample_mirror, tmp_path
     assert any(k.startswith("source.") for k in champ.tags)
     # The same training again must now *improve* on the champion by 50 %: it cannot, so the
     # second version is registered but the alias stays where it was.
-    second = _run(tmp_path, sample_mirror.root, TINY_MODEL, gate={"ndcg_ratio": 0.0},
+    second = _run(tmp_path, sample_mirror.root, TINY_MODEL, gate=NO_RANKING_GATE,
                   tolerance=-0.5)  # fmt: skip
     checks = {e.check_name: e.passed for e in second.get_asset_check_evaluations()}
     assert checks["serves_sane_answers"] is True and checks["not_worse_than_champion"] is False

@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pytest
 
-from recommender_lib.bundle import BundleError
+from recommender_lib.bundle import RESERVED_FIELDS, BundleError, read_manifest, write_bundle
 from recommender_lib.content_index import SimilarityFilters
+from recommender_lib.evaluation import catalogue_items, ranking_evaluation
+from recommender_lib.metrics import ranking_metrics
 from recommender_lib.promotion import regression_failures, smoke_failures
+from recommender_lib.ranking import UnknownRankingRuleError
 from recommender_lib.recommender import Recommender, UnknownTitleError, UnknownUserError
-from tests.support.tiny_bundle import build_tiny_bundle
+from recommender_lib.training import release_ratings
+from recommender_lib.two_tower import META_FILE
+from tests.support.tiny_bundle import build_tiny_bundle, tiny_warehouse
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def bundle(sample_mirror, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_bundle(sample_mirror, tmp_path_factory.mktemp("tiny_bundle"))
+def warehouse(sample_mirror, tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnection:
+    return tiny_warehouse(sample_mirror, tmp_path_factory.mktemp("tiny_warehouse"))
+
+
+@pytest.fixture(scope="module")
+def bundle(
+    sample_mirror, warehouse: duckdb.DuckDBPyConnection, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    return build_tiny_bundle(sample_mirror, tmp_path_factory.mktemp("tiny_bundle"), conn=warehouse)
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +87,8 @@ def test_recommend_from_ratings(rec: Recommender) -> None:
     ids = [i.item_id for i in result.items]
     assert not {1, 2, 3} & set(ids) and len(set(ids)) == 10
     assert all(0.5 <= i.predicted_rating <= 5.0 for i in result.items)
-    stars = [i.predicted_rating for i in result.items]
-    assert stars == sorted(stars, reverse=True)
+    scores = [i.score for i in result.items]  # the ranking rule's ordering key
+    assert scores == sorted(scores, reverse=True)
     assert all(i.because in {1, 2} for i in result.items)  # a liked title, never the 1-star one
     # excluded titles and filters
     again = rec.recommend(ratings, 10, exclude=[ids[0]])
@@ -129,3 +143,101 @@ def test_promotion_gates(rec: Recommender) -> None:
     assert len(failures) == 1 and "rmse" in failures[0]  # 0.099 is within 2 % of 0.10
     assert regression_failures(same, champion, tolerance=-0.01) != []  # must improve
     assert regression_failures(worse, {}, tolerance=0.0) == []  # nothing to compare with
+
+
+def test_the_evaluation_and_the_api_rank_identically(
+    rec: Recommender, warehouse: duckdb.DuckDBPyConnection
+) -> None:
+    """What `model_evaluation` measures (`rank_catalogue`, the engine the evaluation calls) is
+    what `recommend_for_user` serves, list for list, and so are the metrics."""
+    history = release_ratings(warehouse)
+    items = catalogue_items(warehouse)
+    np.testing.assert_array_equal(items, rec.embeddings.item_ids)
+    users = np.asarray(rec.user_ids[:40])
+    seen = np.zeros((len(users), len(items)), dtype=bool)
+    for r, user in enumerate(users):
+        mine = history.loc[history["user_id"] == user, "movie_id"]
+        seen[r, np.searchsorted(items, mine.to_numpy())] = True
+    evaluated = rec.model.rank_catalogue(history, users, items, seen, 10)
+    served = {int(u): [i.item_id for i in rec.recommend_for_user(int(u), 10).items] for u in users}
+    for r, user in enumerate(users):
+        assert items[evaluated[r]].tolist() == served[int(user)]
+    # the metric of the evaluation equals the metric of the served lists
+    relevant = history[history["user_id"].isin(users)].groupby("user_id").tail(3)
+    rest = history.drop(relevant.index)
+    offline = ranking_evaluation(rec.model, rest, relevant, items)
+    ux = {u: rec.model.user_features(rest, np.array([u])) for u in users}
+    online = {}
+    for user in users:
+        mine = rest[rest["user_id"] == user]
+        rows = [rec.row_of(int(m)) for m in mine["movie_id"]]
+        result = rec._personalised(ux[user], len(mine), 10, None, rows, mine)
+        online[int(user)] = [i.item_id for i in result.items]
+    rel = {int(u): set(g["movie_id"].tolist()) for u, g in relevant.groupby("user_id")}
+    assert ranking_metrics(online, rel) == pytest.approx(offline)
+
+
+def test_no_known_user_is_ever_recommended_a_rated_title(
+    rec: Recommender, warehouse: duckdb.DuckDBPyConnection
+) -> None:
+    history = release_ratings(warehouse)
+    assert len(rec.user_ids) == history["user_id"].nunique()
+    assert len(rec.history_items) == len(history)  # every rating of the release, not a split
+    for pos, user in enumerate(rec.user_ids.tolist()):
+        rated = set(rec.history_items[rec.history_offsets[pos] : rec.history_offsets[pos + 1]])
+        assert not rated & {i.item_id for i in rec.recommend_for_user(user, 10).items}
+    user = int(rec.user_ids[0])
+    mine = history[history["user_id"] == user]
+    ratings = list(zip(mine["movie_id"].tolist(), mine["rating"].tolist(), strict=True))
+    assert not set(mine["movie_id"]) & {i.item_id for i in rec.recommend(ratings, 10).items}
+
+
+def test_the_bundle_carries_the_full_refit(
+    rec: Recommender, warehouse: duckdb.DuckDBPyConnection
+) -> None:
+    history = release_ratings(warehouse)
+    model = rec.manifest["model"]
+    assert model["trained_on"]["kind"] == "full refit"
+    assert model["trained_on"]["ratings"] == len(history) == rec.model.info["trained_on"]["ratings"]
+    assert model["evaluated_on"]["kind"].startswith("evaluation split")
+    assert model["evaluated_on"]["ratings"] < len(history)
+    assert model["ranking_rule"]["kind"] == rec.model.ranking.kind
+    assert rec.model.info["epochs_run"] == model["epochs"]
+    assert rec.model.transform.train_end_ts == int(history["rating_ts"].max())
+
+
+def test_scores_for_a_known_user_equal_scores_from_their_history(
+    rec: Recommender, warehouse: duckdb.DuckDBPyConnection
+) -> None:
+    history = release_ratings(warehouse)
+    user = int(rec.user_ids[3])
+    mine = history[history["user_id"] == user]
+    stored = rec.history_frame(user)
+    assert len(stored) == len(mine)
+    assert set(zip(stored["movie_id"], stored["rating"], stored["rating_ts"], strict=True)) == set(
+        zip(mine["movie_id"], mine["rating"].astype("float32"), mine["rating_ts"], strict=True)
+    )
+    ratings = [
+        (int(m), float(r), int(t))
+        for m, r, t in zip(mine["movie_id"], mine["rating"], mine["rating_ts"], strict=True)
+    ]
+    candidates = [int(i) for i in rec.embeddings.item_ids[rec.embeddings.item_ids > 0][:25]]
+    np.testing.assert_allclose(
+        rec.score_for_user(user, candidates), rec.score(ratings, candidates), atol=1e-6
+    )
+    with pytest.raises(UnknownUserError):
+        rec.score_for_user(10**9, candidates)
+
+
+def test_a_bundle_with_an_unknown_ranking_rule_is_refused(bundle: Path, tmp_path: Path) -> None:
+    parts = tmp_path / "parts"
+    shutil.copytree(bundle, parts)
+    meta_path = parts / "model" / META_FILE
+    meta = json.loads(meta_path.read_text())
+    meta["ranking"]["kind"] = "by_mood"
+    meta_path.write_text(json.dumps(meta))
+    manifest = {k: v for k, v in read_manifest(bundle).items() if k not in RESERVED_FIELDS}
+    entries = {p.name: p for p in parts.iterdir() if p.name != "manifest.json"}
+    rehashed = write_bundle(tmp_path / "bundle", entries, manifest)  # hashes valid, rule unknown
+    with pytest.raises(UnknownRankingRuleError, match="by_mood"):
+        Recommender.load(rehashed)

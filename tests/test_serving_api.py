@@ -463,6 +463,36 @@ def test_scores_are_aligned_with_candidates(served: Served) -> None:
 
 
 @pytest.mark.slow
+def test_scores_for_a_known_user_use_their_stored_history(served: Served) -> None:
+    """`/scores` with `user_id` equals `/scores` with that user's full, timed history."""
+    rec = served.store.current.view.recommender  # type: ignore[union-attr]
+    user = int(rec.user_ids[2])
+    pos = 2
+    seen = rec.history_items[rec.history_offsets[pos] : rec.history_offsets[pos + 1]]
+    candidates = ["1", "2", "3", "5"]
+    by_id = served.client.post("/scores", json={"user_id": user, "candidates": candidates})
+    assert by_id.status_code == 200
+    expected = rec.score_for_user(user, candidates)
+    assert by_id.json()["predicted_ratings"] == [round(float(x), 4) for x in expected]
+    history = rec.history_frame(user)
+    ratings = [
+        {"title": int(m), "rating": float(r), "rated_at": int(t)}
+        for m, r, t in zip(
+            history["movie_id"], history["rating"], history["rating_ts"], strict=True
+        )
+    ]
+    assert len(ratings) == len(seen)
+    by_history = served.client.post("/scores", json={"ratings": ratings, "candidates": candidates})
+    assert by_history.json()["predicted_ratings"] == by_id.json()["predicted_ratings"]
+    both = served.client.post(
+        "/scores", json={"user_id": user, "ratings": ratings[:1], "candidates": candidates}
+    )
+    assert both.status_code == 422
+    missing = served.client.post("/scores", json={"user_id": 999999999, "candidates": ["1"]})
+    assert missing.status_code == 404 and missing.json() == {"detail": "unknown user 999999999"}
+
+
+@pytest.mark.slow
 def test_version_ready_and_model_version_header(served: Served, registry: Registry) -> None:
     ready = served.client.get("/ready")
     assert ready.json() == {"status": "ready", "model_version": served.version}
@@ -472,6 +502,13 @@ def test_version_ready_and_model_version_header(served: Served, registry: Regist
     assert "files" not in version.manifest and version.manifest["dagster_run_id"] == "test"
     assert version.manifest["bundle_version"] == version.model_version == served.version
     assert served.client.get("/health").headers["x-model-version"] == served.version
+    # what the served model was trained on, and how it ranks
+    assert version.served_model is not None
+    assert version.served_model.trained_on["kind"] == "full refit"
+    assert version.served_model.trained_on["ratings"] > 0
+    assert version.served_model.ranking_rule.startswith(
+        version.manifest["model"]["ranking_rule"]["kind"]
+    )
 
 
 @pytest.mark.slow

@@ -10,12 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recommender_lib.ranking import RankingEngine, RankingRule
 from recommender_lib.splits import P1, load_split
 from recommender_lib.two_tower import (
     TrainedTwoTower,
     TwoTowerParams,
-    _ndcg_by_pop_weight,
-    _ndcg_values,
     fit_features,
     fit_two_tower,
     train_two_tower,
@@ -65,25 +64,27 @@ def test_predictions_are_stars(data, trained: TrainedTwoTower) -> None:
     assert np.isfinite(trained.predict(history, odd)).all()
 
 
-def test_score_catalogue_is_a_dot_product(data, trained: TrainedTwoTower) -> None:
+def test_engine_retrieval_is_the_rule_formula(data, trained: TrainedTwoTower) -> None:
     _, train, _, _ = data
     users = np.sort(train["user_id"].unique())[:5]
     items = trained.items.item_ids
-    scores = trained.score_catalogue(train, users, items)
-    assert scores.shape == (len(users), len(items))
-    assert np.isfinite(scores).all()
+    rule = RankingRule(pop_weight=0.5, cold_pop_weight=2.0, cold_half=10.0)
+    engine = RankingEngine.from_model(trained, items, rule=rule)
     ux = trained.user_features(train, users)
     u = trained.user_embeddings(ux)
-    v = trained.item_embeddings(items)
+    n = train.groupby("user_id").size().reindex(users).to_numpy()
+    scores = engine.retrieval(u, n, rule)
+    assert scores.shape == (len(users), len(items)) and np.isfinite(scores).all()
+    v, b = trained.item_vectors(items)
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
-    expected = u @ v.T / trained.temperature + trained.item_biases(items)[None, :]
-    expected += trained.pop_weight * np.log1p(trained.items.count)[None, :]
+    w = 0.5 + 2.0 * 10.0 / (n + 10.0)
+    expected = u @ v.T / trained.temperature + b[None, :]
+    expected += w[:, None] * np.log1p(trained.items.count)[None, :]
     np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-3)
-    # a subset / reordering of items gives the same columns; unknown ids are scored too
-    sub = np.array([items[3], items[0], -99])
-    part = trained.score_catalogue(train, users, sub)
-    np.testing.assert_allclose(part[:, :2], scores[:, [3, 0]], rtol=1e-5, atol=1e-5)
-    assert np.isfinite(part).all()
+    # a subset / reordering of items gives the same vectors; unknown ids are embedded too
+    sub_v, sub_b = trained.item_vectors(np.array([items[3], items[0], -99]))
+    np.testing.assert_allclose(sub_v[:2], v[[3, 0]], rtol=1e-5, atol=1e-5)
+    assert np.isfinite(sub_v).all() and np.isfinite(sub_b).all()
 
 
 def test_cold_start_from_one_rating(trained: TrainedTwoTower) -> None:
@@ -93,8 +94,11 @@ def test_cold_start_from_one_rating(trained: TrainedTwoTower) -> None:
     pairs = pd.DataFrame({"user_id": [-5, -5], "movie_id": trained.items.item_ids[:2]})
     pred = trained.predict(one, pairs)
     assert np.isfinite(pred).all() and ((pred >= 0.5) & (pred <= 5.0)).all()
-    scores = trained.score_from_ratings(one[["movie_id", "rating"]], trained.items.item_ids)
-    assert scores.shape == (len(trained.items),) and np.isfinite(scores).all()
+    engine = RankingEngine.from_model(trained, trained.items.item_ids)
+    rated_row = trained.items.index_of(np.array([movie]))
+    ranked = engine.rank(trained.user_features(one, np.array([-5])), [1], 10, excluded=[rated_row])
+    assert ranked.rows.shape == (1, 10) and rated_row[0] not in ranked.rows[0]
+    assert np.isfinite(ranked.stars).all() and np.isfinite(ranked.scores).all()
     # the serving helper is the same computation as `predict` for that one user
     served = trained.predict_from_ratings(one[["movie_id", "rating", "rating_ts"]], pairs.movie_id)
     np.testing.assert_allclose(served, pred, rtol=1e-5)
@@ -112,11 +116,13 @@ def test_save_load_round_trip(data, trained: TrainedTwoTower, tmp_path: Path) ->
     np.testing.assert_array_equal(loaded.predict(history, pairs), trained.predict(history, pairs))
     users = np.sort(test["user_id"].unique())[:7]
     items = trained.items.item_ids
+    exclude = np.zeros((len(users), len(items)), dtype=bool)
     np.testing.assert_array_equal(
-        loaded.score_catalogue(history, users, items),
-        trained.score_catalogue(history, users, items),
+        loaded.rank_catalogue(history, users, items, exclude, 10),
+        trained.rank_catalogue(history, users, items, exclude, 10),
     )
-    np.testing.assert_array_equal(loaded.item_embeddings(), trained.item_embeddings())
+    np.testing.assert_array_equal(loaded.item_vectors(items)[0], trained.item_vectors(items)[0])
+    assert loaded.ranking == trained.ranking
     assert loaded.transform == trained.transform
     assert loaded.params == trained.params
     assert loaded.history == trained.history
@@ -150,29 +156,23 @@ def test_streamed_training(data) -> None:
     assert model.info["ndcg_users"] == validation["user_id"].nunique()  # below the sample size
 
 
-def test_blocked_ndcg_equals_full_matrix() -> None:
-    rng = np.random.default_rng(3)
-    n_users, n_items, tau = 57, 300, 0.1
-    u, v = rng.normal(size=(n_users, 8)).astype(np.float32), rng.normal(size=(n_items, 8))
-    v = v.astype(np.float32)
-    b = rng.normal(size=n_items).astype(np.float32)
-    log_count = np.log1p(rng.integers(0, 50, n_items)).astype(np.float32)
-    seen = [rng.choice(n_items, rng.integers(0, 30), replace=False) for _ in range(n_users)]
-    rel = [rng.choice(n_items, rng.integers(0, 5), replace=False) for _ in range(n_users)]
-    weights = (0.0, 0.5, 1.0)
-    full = u @ v.T / tau + b[None, :]
-    expected = {w: float(np.mean(_ndcg_values(full + w * log_count, seen, rel))) for w in weights}
-    for cells in (n_items * 7, n_items * n_users, 1):  # blocks of 7 users, one block, 1 user
-        got = _ndcg_by_pop_weight(u, v, b, log_count, tau, seen, rel, weights, max_cells=cells)
-        assert got == expected
-    # and it is NDCG@10: a plain sort of each user's unseen items gives the same values
-    naive = []
-    for row, (s, r) in enumerate(zip(seen, rel, strict=True)):
-        if len(r):
-            order = [i for i in np.argsort(-full[row], kind="stable") if i not in set(s)][:10]
-            gains = np.isin(order, r) / np.log2(np.arange(2, 12))
-            naive.append(gains.sum() / (1 / np.log2(np.arange(2, 2 + min(10, len(r))))).sum())
-    assert expected[0.0] == pytest.approx(np.mean(naive), abs=1e-12)
+def test_ranking_rule_is_chosen_on_validation_and_recorded(trained: TrainedTwoTower) -> None:
+    info = trained.info
+    assert RankingRule.from_dict(info["ranking_rule"]) == trained.ranking
+    search = info["ranking_validation_ndcg10"]
+    assert len(search) >= 10 and all(np.isfinite(v) for v in search.values())
+    assert any(k.startswith("stars_in_window") for k in search)
+    assert any(k.startswith("blend") for k in search)
+
+
+def test_refit_runs_fixed_epochs_with_the_given_rule(data) -> None:
+    conn, train, validation, test = data
+    everything = pd.concat([train, validation, test], ignore_index=True)
+    transform, items = fit_features(conn, everything, TINY)
+    rule = RankingRule(kind="blend", pop_weight=0.25, star_weight=0.5)
+    model = train_two_tower(everything, None, items, transform, TINY, ranking=rule, fixed_epochs=2)
+    assert model.ranking == rule and model.info["epochs_run"] == 2
+    assert model.info["best_epoch"] == 2 and model.history["val_rmse"] == []
 
 
 def test_params_round_trip() -> None:

@@ -1,9 +1,9 @@
-"""Features group: evaluation splits, the catalogue's item features and known users' features.
+"""Features group: the catalogue, content vectors, evaluation splits and the item features of
+the evaluated model.
 
-Everything here is fitted on the TRAIN split only (DESIGN.md §6).
+Everything here is fitted on the TRAIN split only (DESIGN.md §6); the production model's
+features (all ratings of the release) are built by `production_model` and `user_features`.
 """
-
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -20,7 +20,7 @@ from orchestration.config import CatalogConfig, SplitsConfig
 from orchestration.metadata import frame_preview
 from orchestration.resources import WAREHOUSE_POOL, ArtifactStoreResource, WarehouseResource
 from recommender_lib import splits, training
-from recommender_lib.catalog import CATALOG, build_catalog, load_catalog
+from recommender_lib.catalog import build_catalog, load_catalog
 from recommender_lib.content import ContentFeatures
 from recommender_lib.schemas import CATALOG_SCHEMA
 from recommender_lib.two_tower import TwoTowerParams
@@ -108,9 +108,7 @@ def item_features(
     with the fitted transform saved beside them as JSON. Titles nobody rated get content-only
     rows. Returns the folder holding both."""
     with warehouse_db.get_connection() as conn:
-        transform, items = training.fit_protocol_features(
-            conn, splits.P1, TwoTowerParams(), catalog_table=CATALOG
-        )
+        transform, items = training.fit_protocol_features(conn, splits.P1, TwoTowerParams())
     folder = training.save_item_features(
         artifacts.run_dir("item_features", context.run_id), transform, items
     )
@@ -127,35 +125,7 @@ def item_features(
     return str(folder)
 
 
-@dg.asset(group_name="features", kinds=FEATURE_KINDS, pool=WAREHOUSE_POOL)
-def user_features(
-    context: dg.AssetExecutionContext,
-    item_features: str,
-    warehouse_db: WarehouseResource,
-    artifacts: ArtifactStoreResource,
-) -> str:
-    """Feature vectors of every known user from their train + validation ratings (count, mean,
-    damped bias, shrunk per-genre preferences, recency) — built by the same function that
-    serves a new user from a list of ratings. Returns the `.npz` path."""
-    transform, items = training.load_item_features(Path(item_features))
-    with warehouse_db.get_connection() as conn:
-        user_ids, matrix = training.known_user_features(conn, transform, items)
-    path = training.save_user_features(
-        artifacts.run_dir("user_features", context.run_id) / training.USER_FEATURES_FILE,
-        user_ids,
-        matrix,
-    )
-    context.add_output_metadata(
-        {
-            "dagster/row_count": len(user_ids),
-            "columns": dg.MetadataValue.json(transform.user_columns),
-            "path": dg.MetadataValue.path(str(path)),
-        }
-    )
-    return str(path)
-
-
-feature_assets = [catalog, content_features, rating_splits, item_features, user_features]
+feature_assets = [catalog, content_features, rating_splits, item_features]
 feature_checks = [
     pandera_schema_check(catalog, CATALOG_SCHEMA),
     unique_key_check(catalog, ["item_id"]),

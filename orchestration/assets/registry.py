@@ -22,14 +22,19 @@ from orchestration.resources import (
     WarehouseResource,
 )
 from orchestration.tracking import tracked_step
-from recommender_lib import registry, splits, training, warehouse
+from recommender_lib import registry, training, warehouse
 from recommender_lib.bundle import git_commit
 from recommender_lib.catalog import load_catalog
 from recommender_lib.content import ContentFeatures, build_content_index, save_content_index
 from recommender_lib.promotion import regression_failures, smoke_failures
 from recommender_lib.pyfunc_model import BundlePyfunc
 from recommender_lib.recommender import Recommender
-from recommender_lib.serving_bundle import ItemEmbeddings, assemble_bundle, catalog_frame
+from recommender_lib.serving_bundle import (
+    ItemEmbeddings,
+    assemble_bundle,
+    catalog_frame,
+    model_manifest,
+)
 from recommender_lib.two_tower import TrainedTwoTower
 
 SERVING_KINDS = {"python", "numpy"}
@@ -38,13 +43,13 @@ SERVING_KINDS = {"python", "numpy"}
 @dg.asset(group_name="model", kinds=SERVING_KINDS, pool=WAREHOUSE_POOL, deps=[catalog])
 def item_embeddings(
     context: dg.AssetExecutionContext,
-    two_tower_model: str,
+    production_model: str,
     warehouse_db: WarehouseResource,
     artifacts: ArtifactStoreResource,
 ) -> str:
-    """Item-tower embeddings and ranking biases of every catalogue title — also of titles no
-    MovieLens user rated (content-only cold start). Returns the `.npz` path."""
-    model = TrainedTwoTower.load(two_tower_model)
+    """The production model's item-tower embeddings and ranking biases of every catalogue title
+    — also of titles no MovieLens user rated (content-only cold start). Returns the `.npz`."""
+    model = TrainedTwoTower.load(production_model)
     with warehouse_db.get_connection() as conn:
         item_ids = load_catalog(conn)["item_id"].to_numpy(np.int64)
     embeddings = ItemEmbeddings.from_model(model, item_ids)
@@ -91,7 +96,7 @@ def content_index(
 @dg.asset(group_name="registry", kinds={"mlflow"}, pool=WAREHOUSE_POOL)
 def model_version(
     context: dg.AssetExecutionContext,
-    two_tower_model: str,
+    production_model: str,
     model_evaluation: training.EvaluationReport,
     item_embeddings: str,
     content_index: str,
@@ -102,17 +107,19 @@ def model_version(
 ) -> registry.RegisteredVersion:
     """A new MLflow registered-model version carrying one self-contained serving bundle (model,
     embeddings, content index, catalogue metadata, transforms, manifest with sha256 of every
-    file), tagged with its data versions and metrics. Not yet champion: see `champion`."""
-    model = TrainedTwoTower.load(two_tower_model)
+    file), tagged with its data versions and the evaluated recipe's metrics. The model is the
+    production refit; every user of the release with all their ratings. Not yet champion: see
+    `champion`."""
+    model = TrainedTwoTower.load(production_model)
     with warehouse_db.get_connection() as conn:
         catalog_df = catalog_frame(load_catalog(conn), model)
-        history = splits.load_split(conn, splits.P1, "train+validation")
+        history = training.release_ratings(conn)
         versions = warehouse.source_versions(conn)
     with tracked_step(mlflow) as run:
         mlflow_run_id = run.active_run().info.run_id
         bundle = assemble_bundle(
             model_registry.bundle_dir(context.run_id),
-            model_dir=Path(two_tower_model),
+            model_dir=Path(production_model),
             embeddings_path=Path(item_embeddings),
             content_dir=Path(content_index),
             catalog=catalog_df,
@@ -124,6 +131,7 @@ def model_version(
                 "mlflow_run_id": mlflow_run_id,
                 "source_versions": versions,
                 "metrics": model_evaluation.logged_metrics(),
+                "model": model_manifest(model),
             },
         )
         registered = registry.register_bundle(
@@ -144,6 +152,7 @@ def model_version(
             "mlflow_run_id": registered.run_id,
             "bundle_path": dg.MetadataValue.path(str(bundle)),
             "catalogue_titles": len(catalog_df),
+            "ranking_rule": model.ranking.describe(),
         }
     )
     return registered

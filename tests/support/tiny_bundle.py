@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
+
 from recommender_lib.catalog import CatalogFilters, build_catalog
 from recommender_lib.pipeline import train_and_bundle
 from recommender_lib.two_tower import TwoTowerParams
@@ -14,10 +16,22 @@ TINY_PARAMS = TwoTowerParams(
 )
 
 
-def build_tiny_bundle(mirror, workdir: Path, manifest: dict | None = None) -> Path:
-    """Every bundle part from `mirror` (a `SampleMirror`), assembled at `workdir/bundle`."""
+def tiny_warehouse(mirror, workdir: Path) -> duckdb.DuckDBPyConnection:
+    """The sample warehouse of `mirror` with its splits and catalogue, in memory."""
     conn = load_sample_warehouse(mirror, workdir / "scratch")
     build_catalog(conn, CatalogFilters(min_votes=10))
+    return conn
+
+
+def build_tiny_bundle(
+    mirror,
+    workdir: Path,
+    manifest: dict | None = None,
+    conn: duckdb.DuckDBPyConnection | None = None,
+) -> Path:
+    """Every bundle part from `mirror` (a `SampleMirror`), assembled at `workdir/bundle`: the
+    evaluated recipe refit on every rating, as the platform bundles it."""
+    conn = tiny_warehouse(mirror, workdir) if conn is None else conn
     return train_and_bundle(
         conn, TINY_PARAMS, workdir, {"dagster_run_id": "test"} | (manifest or {})
     )[0]
