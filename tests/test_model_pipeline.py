@@ -133,6 +133,7 @@ def test_registry_promotion_and_a_blocked_second_version(sample_mirror, tmp_path
     assert champ.tags["dagster_run_id"] == first.run_id
     assert any(k.startswith("metric.P1.two_tower.") for k in champ.tags)
     assert any(k.startswith("source.") for k in champ.tags)
+    assert champ.tags["trained_on"] == "full refit" and champ.tags["ranking_rule"]
     # The same training again must now *improve* on the champion by 50 %: it cannot, so the
     # second version is registered but the alias stays where it was.
     second = _run(tmp_path, sample_mirror.root, TINY_MODEL, gate=NO_RANKING_GATE,

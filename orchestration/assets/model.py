@@ -49,6 +49,7 @@ def two_tower_model(
             data, params, training.load_item_features(Path(item_features)), log=context.log.info
         )
         folder = training.save_model(model, artifacts.run_dir("models", context.run_id) / "p1")
+        run.set_tags({"ranking_rule": model.ranking.describe()})
         tracking.log_history(run, model.history)
         run.log_artifacts(str(folder), artifact_path="model")
         tracking.log_figures(

@@ -140,7 +140,11 @@ def model_version(
             python_model=BundlePyfunc(),
             model_name=model_registry.model_name,
             run_id=mlflow_run_id,
-            tags={"dagster_run_id": context.run_id},
+            tags={
+                "dagster_run_id": context.run_id,
+                "ranking_rule": model.ranking.describe(),
+                "trained_on": str(model.info.get("trained_on", {}).get("kind", "")),
+            },
             pip_requirements=[],
         )
     context.add_output_metadata(
