@@ -232,7 +232,8 @@ def evaluate_models(
     """Evaluate the P1 model and the P2 (cold-start) model beside freshly fitted baselines.
 
     Baselines are fitted on train + validation of the same protocol; the catalogue for ranking
-    is every MovieLens movie, with each user's history excluded.
+    is the served catalogue (`catalogue_items`), with each user's history excluded; the models
+    rank through the served `RankingEngine` with their validation-chosen rule.
     """
     history, test = p1.history, p1.heldout
     p1_table = evaluate_all(

@@ -9,10 +9,10 @@
 * fusion head on [u, v, |u−v|, u⊙v, baseline] -> residual over the damped-bias baseline
   (μ + b_item + b_user, read off the features) -> rating in stars (clipped to [0.5, 5]);
 * auxiliary retrieval loss: in-batch sampled softmax over rated pairs on u·v/τ + b with the
-  log-Q correction (in-batch negatives are popularity-sampled), so that
-  `u·v/τ + b + w·log(1 + train count)` ranks the catalogue on its own (`w`, the one fitted
-  constant of the ranking formula, is chosen on validation NDCG@10). `score_catalogue` runs the
-  user tower once per user and takes dot products with precomputed item embeddings.
+  log-Q correction (in-batch negatives are popularity-sampled), so that u·v/τ + b plus a
+  popularity term ranks the catalogue on its own. How the catalogue is ordered for a user —
+  the ranking rule — is chosen on validation NDCG@10 after training and applied by
+  `recommender_lib.ranking.RankingEngine`, the engine the API serves with.
 
 Training examples: user features from the ratings before each target (`prefix`), a share of
 rows re-featurised as cold users who revealed only their first k <= 10 ratings, item statistics

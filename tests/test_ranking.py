@@ -142,3 +142,17 @@ def test_choose_rule_finds_the_signal_on_validation() -> None:
     assert rule.pop_weight > 0
     assert probe.ndcg(engine, rule) > probe.ndcg(engine, RankingRule(pop_weight=0.0))
     assert len(tried) >= len(ranking.POP_WEIGHTS) + len(ranking.COLD_POP_WEIGHTS)
+
+
+def test_popularity_weight_follows_the_one_standard_error_rule() -> None:
+    """Of the weights within one standard error of the best mean NDCG, the largest is taken."""
+    engine = make_engine(n_items=60, seed=8)
+    rng = np.random.default_rng(9)
+    relevant = [rng.choice(60, 4, replace=False) for _ in range(40)]
+    probe = RankingProbe(users(40, seed=10), np.full(40, 12.0), [np.zeros(0, int)] * 40, relevant)
+    rule, _ = choose_rule(engine, probe)
+    values = {w: probe.ndcg_values(engine, RankingRule(pop_weight=w)) for w in ranking.POP_WEIGHTS}
+    best = max(values, key=lambda w: (values[w].mean(), -w))
+    se = values[best].std(ddof=1) / np.sqrt(len(values[best]))
+    expected = max(w for w, v in values.items() if v.mean() >= values[best].mean() - se)
+    assert rule.pop_weight == expected
