@@ -29,6 +29,7 @@ import itertools
 import json
 import math
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -395,18 +396,18 @@ def _empty_ratings() -> pd.DataFrame:
 def _predict(model: Any, inputs: Any, batch_size: int = 8192) -> Any:
     """Run `model` in inference mode over arrays in chunks (no tf.data, no callbacks).
 
-    `predict_on_batch` runs a traced function: a one-user request costs ~1 ms per call where an
-    eager `model(x)` costs ~10 ms. Serving, evaluation and validation all come through here, so
-    they compute with the same kernels; XLA stays off (`_inference_ready`) so GPU and CPU runs
-    do not retrace per batch shape.
+    Through one traced function per model with a batch dimension of None (`_inference_fn`):
+    every call — a one-user request, an evaluation batch, a validation pass, a model loaded
+    from disk — runs the same graph, so equal inputs give bit-equal outputs, and a request costs
+    ~1 ms per call where an eager `model(x)` costs ~10 ms.
     """
-    _inference_ready(model)
+    fn = _inference_fn(model)
     arrays = inputs if isinstance(inputs, list) else [inputs]
     n = len(arrays[0])
     outs: list[Any] = []
     for start in range(0, max(n, 1), batch_size):
         chunk = [a[start : start + batch_size] for a in arrays]
-        res = model.predict_on_batch(chunk if isinstance(inputs, list) else chunk[0])
+        res = fn(*chunk)
         res = [np.asarray(r) for r in res] if isinstance(res, list | tuple) else np.asarray(res)
         outs.append(res)
         if n == 0:
@@ -416,9 +417,23 @@ def _predict(model: Any, inputs: Any, batch_size: int = 8192) -> Any:
     return np.concatenate(outs)
 
 
-def _inference_ready(model: Any) -> None:
-    if getattr(model, "_jit_compile", False) is None:  # unset: Keras would pick XLA on a GPU
-        model.jit_compile = False
+_INFERENCE_FNS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _inference_fn(model: Any) -> Any:
+    """`model(inputs, training=False)` as a tf.function with a fixed, batch-agnostic signature."""
+    fn = _INFERENCE_FNS.get(model)
+    if fn is None:
+        import tensorflow as tf
+
+        specs = [tf.TensorSpec((None, *t.shape[1:]), t.dtype) for t in model.inputs]
+        several = len(specs) > 1
+
+        def infer(*xs: Any) -> Any:
+            return model(list(xs) if several else xs[0], training=False)
+
+        fn = _INFERENCE_FNS[model] = tf.function(infer, input_signature=specs)
+    return fn
 
 
 # -------------------------------------------------------------------------------- training
