@@ -139,6 +139,11 @@ def build_catalog(conn: duckdb.DuckDBPyConnection, filters: CatalogFilters) -> L
     )
 
 
+def served_catalog_table(conn: duckdb.DuckDBPyConnection) -> str | None:
+    """`catalog` where it has been built (MovieLens + IMDb titles), else None: MovieLens only."""
+    return CATALOG if table_exists(conn, CATALOG) else None
+
+
 def load_catalog(conn: duckdb.DuckDBPyConnection, table: str = CATALOG) -> pd.DataFrame:
     """The catalogue table as a DataFrame (genres as Python lists), ordered by item id."""
     return conn.execute(f'SELECT * FROM "{table}" ORDER BY item_id').df()

@@ -32,7 +32,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from recommender_lib.catalog import CATALOG
+from recommender_lib.catalog import served_catalog_table
 from recommender_lib.metrics import PAD, hit_metrics, mae, rmse, top_k_indices
 from recommender_lib.splits import cold_start_sets
 
@@ -60,8 +60,8 @@ class RatingModel(Protocol):
 def catalogue_items(conn: duckdb.DuckDBPyConnection) -> np.ndarray:
     """Every recommendable item id, ascending: the served `catalog` table (MovieLens movies plus
     IMDb-only titles) where it exists, else the MovieLens movies — the ranking candidates."""
-    tables = {r[0] for r in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    table, column = (CATALOG, "item_id") if CATALOG in tables else ("movielens_movies", "movie_id")
+    catalog = served_catalog_table(conn)
+    table, column = (catalog, "item_id") if catalog else ("movielens_movies", "movie_id")
     rows = conn.execute(f'SELECT DISTINCT "{column}" FROM "{table}" ORDER BY 1').fetchall()
     return np.array([r[0] for r in rows], dtype=np.int64)
 
@@ -114,7 +114,7 @@ def _mask(rows: pd.DataFrame, pos: np.ndarray, item_index: pd.Index, n_users: in
     return mask
 
 
-def _top_k(
+def recommended_positions(
     model: RatingModel,
     history: pd.DataFrame,
     batch: np.ndarray,
@@ -122,7 +122,8 @@ def _top_k(
     exclude: np.ndarray,
     k: int,
 ) -> np.ndarray:
-    """(len(batch), k) catalogue positions the model recommends, best first (PAD-padded)."""
+    """(len(batch), k) catalogue positions the model recommends, best first (PAD-padded):
+    through its `rank_catalogue` where it has one, else its `score_catalogue` scores."""
     rank = getattr(model, "rank_catalogue", None)
     if rank is not None:
         top = np.asarray(rank(history, batch, items, exclude, k))
@@ -177,7 +178,7 @@ def ranking_evaluation(
         hist_rows, _ = _rows_of(hist, hist_keys, batch)
         excl_mask = _mask(*_rows_of(excl, excl_keys, batch), item_index, len(batch))
         rel_mask = _mask(*_rows_of(rel, rel_keys, batch), item_index, len(batch))
-        top = _top_k(model, hist_rows, batch, items, excl_mask, k)
+        top = recommended_positions(model, hist_rows, batch, items, excl_mask, k)
         hits = np.take_along_axis(rel_mask, np.where(top == PAD, 0, top), axis=1) & (top != PAD)
         for key, values in hit_metrics(hits, n_rel_all[start : start + len(batch)], k).items():
             per_user[key].append(values)

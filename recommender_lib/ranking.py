@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from recommender_lib.baselines import MAX_STARS, MIN_STARS
 from recommender_lib.content_index import top_k
 from recommender_lib.features import (
     FeatureTransform,
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
 
 RULE_KINDS = ("retrieval", "stars_in_window", "blend")
 SCORE_BLOCK_CELLS = 1 << 24  # users x items scores held at once while ranking a batch
-MIN_STARS, MAX_STARS = 0.5, 5.0
 
 # The validation grid of `choose_rule`.
 POP_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)

@@ -46,8 +46,9 @@ import pandas as pd
 from recommender_lib.atomic import atomic_path, write_text_atomic
 from recommender_lib.baselines import Ease, MostPopular
 from recommender_lib.catalog import imdb_only_item_id
+from recommender_lib.evaluation import recommended_positions
 from recommender_lib.integrity import file_md5
-from recommender_lib.metrics import PAD, mae, ndcg_at_k, recall_at_k, rmse, top_k_indices
+from recommender_lib.metrics import PAD, mae, ranking_metrics, rmse
 
 RELEASE_NAME = "ml-latest-small"
 COPIED_FILES = ("movies.csv", "links.csv", "README.txt")  # copied byte for byte
@@ -306,17 +307,10 @@ def ranking_summary(
     """NDCG@k, Recall@k (mean over users with a relevant item; a missing list counts as empty),
     coverage@k (distinct recommended titles / n_catalogue), mean popularity of the recommended
     titles and `already_rated` (recommended titles found in the user's `rated` set)."""
-    ndcgs, recalls = [], []
-    for user, rel in relevant.items():
-        if rel:
-            ranked = list(lists.get(user, []))[:k]
-            ndcgs.append(ndcg_at_k(ranked, rel, k))
-            recalls.append(recall_at_k(ranked, rel, k))
     shown = [(u, i) for u, items in lists.items() for i in list(items)[:k]]
     distinct = {i for _, i in shown}
     return {
-        f"ndcg@{k}": float(np.mean(ndcgs)) if ndcgs else float("nan"),
-        f"recall@{k}": float(np.mean(recalls)) if recalls else float("nan"),
+        **ranking_metrics(lists, relevant, k),
         f"coverage@{k}": len(distinct) / n_catalogue if n_catalogue else float("nan"),
         "mean_popularity": (
             float(np.mean([popularity.get(i, 0.0) for _, i in shown])) if shown else float("nan")
@@ -432,7 +426,7 @@ def _offline_lists(
     k: int,
     batch_users: int = 256,
 ) -> dict[int, list[int]]:
-    """Top-k movie ids per user from `model.score_catalogue`, `excluded` items never returned."""
+    """Top-k movie ids per user, as the offline evaluation ranks them; `excluded` never returned."""
     column = pd.Index(catalogue)
     by_user = {int(u): g for u, g in history.groupby("user_id", sort=False)}
     empty = history.iloc[:0]
@@ -440,14 +434,11 @@ def _offline_lists(
     for start in range(0, len(users), batch_users):
         batch = np.asarray(users[start : start + batch_users], dtype=np.int64)
         rows = pd.concat([by_user.get(int(u), empty) for u in batch], ignore_index=True)
-        scores = np.asarray(model.score_catalogue(rows, batch, catalogue))
-        if scores.shape != (len(batch), len(catalogue)):
-            raise ValueError(f"{model.name}.score_catalogue returned shape {scores.shape}")
-        mask = np.zeros(scores.shape, dtype=bool)
+        mask = np.zeros((len(batch), len(catalogue)), dtype=bool)
         for r, user in enumerate(batch):
             cols = column.get_indexer(list(excluded.get(int(user), ())))
             mask[r, cols[cols >= 0]] = True
-        top = top_k_indices(scores, k, exclude=mask)
+        top = recommended_positions(model, rows, batch, catalogue, mask, k)
         for user, row in zip(batch, top, strict=True):
             lists[int(user)] = [int(catalogue[c]) for c in row if c != PAD]
     return lists

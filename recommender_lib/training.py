@@ -22,12 +22,11 @@ import pandas as pd
 
 from recommender_lib.atomic import atomic_path
 from recommender_lib.baselines import fit_baselines
-from recommender_lib.catalog import CATALOG
+from recommender_lib.catalog import served_catalog_table
 from recommender_lib.evaluation import catalogue_items, evaluate_all
 from recommender_lib.features import FeatureTransform, ItemFeatures, user_feature_matrix
 from recommender_lib.splits import P1, P2, SplitConfig, load_split
 from recommender_lib.two_tower import TrainedTwoTower, TwoTowerParams, fit_features, train_two_tower
-from recommender_lib.warehouse import table_exists
 
 TRANSFORM_FILE = "feature_transform.json"
 ITEM_FEATURES_FILE = "item_features.npz"
@@ -38,17 +37,12 @@ BASELINE_FOR_RANKING = "most_popular"
 RELEASE_SPLITS = "train+validation+test"  # every rating of the release
 
 
-def _catalog_table(conn: duckdb.DuckDBPyConnection) -> str | None:
-    """The served catalogue table (MovieLens + IMDb titles) where built, else MovieLens only."""
-    return CATALOG if table_exists(conn, CATALOG) else None
-
-
 def fit_protocol_features(
     conn: duckdb.DuckDBPyConnection, protocol: str, params: TwoTowerParams
 ) -> tuple[FeatureTransform, ItemFeatures]:
     """Fit the feature transform and the catalogue's item features on `protocol`'s train rows."""
     train = load_split(conn, protocol, "train")
-    return fit_features(conn, train, params, catalog_table=_catalog_table(conn))
+    return fit_features(conn, train, params, catalog_table=served_catalog_table(conn))
 
 
 def release_ratings(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
@@ -78,7 +72,7 @@ def refit_production(
     the number of epochs early stopping chose, and the ranking rule chosen on validation."""
     ratings = release_ratings(conn)
     transform, items = fit_features(
-        conn, ratings, evaluated.params, catalog_table=_catalog_table(conn)
+        conn, ratings, evaluated.params, catalog_table=served_catalog_table(conn)
     )
     epochs = int(evaluated.info["best_epoch"])
     model = train_two_tower(
