@@ -45,7 +45,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 # Generate the sample mirror (IMDb dumps + MovieLens zip in the official formats).
 sample: install
 	test -f $(MIRROR)/movielens/ml-latest-small.zip.md5 || \
-		$(BIN)/python -m recommender_lib.sample_data --profile $(SAMPLE_PROFILE) --out $(MIRROR)
+		$(BIN)/python -m recommender_lib.sources.sample_data --profile $(SAMPLE_PROFILE) --out $(MIRROR)
 
 # Materialize raw + warehouse assets (with their checks) from the sample mirror.
 ingest: sample $(DAGSTER_HOME)/dagster.yaml

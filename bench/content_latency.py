@@ -33,7 +33,7 @@ import pandas as pd
 from sklearn.metrics.pairwise import cosine_similarity
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from recommender_lib.content_index import ContentIndex, SimilarityFilters
+from recommender_lib.index.content_index import ContentIndex, SimilarityFilters
 
 GENRES = (
     "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama",

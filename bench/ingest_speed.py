@@ -1,6 +1,6 @@
 """Ingest throughput at full IMDb scale: verified fetch, DuckDB load and pandera checks.
 
-    .venv/bin/python -m recommender_lib.sample_data --profile full --out /tmp/full
+    .venv/bin/python -m recommender_lib.sources.sample_data --profile full --out /tmp/full
     .venv/bin/python bench/ingest_speed.py --mirror /tmp/full
 
 Times each stage of the raw -> warehouse path (the same library calls the assets make) on a
@@ -13,11 +13,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from recommender_lib import quality, warehouse
-from recommender_lib.download import fetch_versioned
-from recommender_lib.formats import IMDB_BASICS_FILE, IMDB_HEADERS, IMDB_RATINGS_FILE
-from recommender_lib.integrity import verify_gzip_tsv, verify_movielens_zip
-from recommender_lib.schemas import WAREHOUSE_SCHEMAS
+from recommender_lib.sources.download import fetch_versioned
+from recommender_lib.sources.formats import IMDB_BASICS_FILE, IMDB_HEADERS, IMDB_RATINGS_FILE
+from recommender_lib.sources.integrity import verify_gzip_tsv, verify_movielens_zip
+from recommender_lib.warehouse import quality
+from recommender_lib.warehouse import tables as warehouse
+from recommender_lib.warehouse.schemas import WAREHOUSE_SCHEMAS
 
 
 def main() -> None:

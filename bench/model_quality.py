@@ -1,9 +1,9 @@
 """Model quality on a MovieLens release: the two-tower model beside the baselines (DESIGN.md §6).
 
-Runs exactly what the `rating_splits` -> `item_features` -> `two_tower_model` ->
-`model_evaluation` assets run, on an in-memory warehouse. The model's ranking metrics go through
-the served ranking engine with the rule chosen on validation (`recommender_lib.ranking`), as the
-API ranks; the baselines are global mean, damped bias, most popular and EASE.
+Runs exactly what the `rating_splits` -> `item_features` -> `two_tower_model` -> `model_evaluation`
+assets run, on an in-memory warehouse. The model's ranking metrics go through the served ranking
+engine with the rule chosen on validation (`recommender_lib.engine.ranking`), as the API ranks; the
+baselines are global mean, damped bias, most popular and EASE.
 
     .venv/bin/python bench/model_quality.py --movielens ../shared/data/movielens/ml-latest-small
 
@@ -16,8 +16,10 @@ import resource
 import time
 from pathlib import Path
 
-from recommender_lib import splits, training, warehouse
-from recommender_lib.two_tower import TwoTowerParams
+from recommender_lib.modeling import splits
+from recommender_lib.modeling.two_tower import TwoTowerParams
+from recommender_lib.warehouse import tables as warehouse
+from recommender_lib.workflow import training
 
 
 def main() -> None:

@@ -32,11 +32,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recommender_lib.catalog import CatalogFilters, build_catalog
-from recommender_lib.pipeline import train_and_bundle
-from recommender_lib.recommender import Recommender
-from recommender_lib.sample_data import PROFILES, write_sample_mirror
-from recommender_lib.two_tower import TwoTowerParams
+from recommender_lib.engine.recommender import Recommender
+from recommender_lib.modeling.two_tower import TwoTowerParams
+from recommender_lib.sources.sample_data import PROFILES, write_sample_mirror
+from recommender_lib.warehouse.catalog import CatalogFilters, build_catalog
+from recommender_lib.workflow.pipeline import train_and_bundle
 from tests.support.sample_warehouse import load_sample_warehouse
 
 

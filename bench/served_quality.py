@@ -4,9 +4,10 @@
 
 1. `make_release` writes `<workdir>/release/ml-latest-small.zip` (+ `.md5`) without the held-out
    ratings (P1: each warm user's latest 20 %; P2: 20 % of the users entirely, splits.py's rules).
-2. A generated IMDb sample mirror (`python -m recommender_lib.sample_data --profile small`) stands
-   in for the IMDb dumps; the `catalog` asset gets `min_votes: 1e12`, so no IMDb-only title enters
-   the catalogue and it is exactly the MovieLens movies.
+2. A generated IMDb sample mirror
+   (`python -m recommender_lib.sources.sample_data --profile small`) stands in for the IMDb dumps;
+   the `catalog` asset gets `min_votes: 1e12`, so no IMDb-only title enters the catalogue and it is
+   exactly the MovieLens movies.
 3. `dagster job execute -j full_refresh` runs every asset and check on them (a fresh
    `DAGSTER_HOME`, warehouse and MLflow store under `<workdir>/data`), which registers the bundle
    and moves the `champion` alias.
@@ -43,7 +44,7 @@ sys.path.insert(0, str(REPO))
 
 import httpx
 
-from recommender_lib.served_quality import format_markdown, make_release, measure_served
+from recommender_lib.evaluation.served_quality import format_markdown, make_release, measure_served
 
 HOST = "127.0.0.1"  # loopback only
 READY_TIMEOUT_S = 300.0
@@ -190,7 +191,7 @@ def main() -> None:
         mirror = workdir / "mirror"
         if not (mirror / "imdb").is_dir():
             subprocess.run(
-                [sys.executable, "-m", "recommender_lib.sample_data", "--profile", "small",
+                [sys.executable, "-m", "recommender_lib.sources.sample_data", "--profile", "small",
                  "--out", str(mirror)],
                 cwd=REPO, check=True,
             )  # fmt: skip

@@ -5,10 +5,10 @@
 
 A bundle comes either from `--bundle PATH` (a `make platform` run writes them under
 `data/bundles/<run id>/`) or from `--build-sample`, which generates a sample mirror
-(`recommender_lib.sample_data`, profile `demo` by default), loads it into an in-memory warehouse,
-builds the catalogue (the platform's default filters), trains a production-shaped two-tower model
-for `--epochs` epochs (serving cost does not depend on how well it is trained) and assembles a
-bundle under `--workdir` (reused by later runs unless `--rebuild`).
+(`recommender_lib.sources.sample_data`, profile `demo` by default), loads it into an in-memory
+warehouse, builds the catalogue (the platform's default filters), trains a production-shaped
+two-tower model for `--epochs` epochs (serving cost does not depend on how well it is trained) and
+assembles a bundle under `--workdir` (reused by later runs unless `--rebuild`).
 
 The script starts two servers on free loopback ports, each `uvicorn ... --workers 1`:
 
@@ -92,12 +92,13 @@ def build_sample_bundle(
     workdir: Path, profile: str, seed: int, epochs: int, min_votes: int | None
 ) -> Path:
     """Generate a sample mirror and build a real serving bundle from it at `workdir/bundle`."""
-    from recommender_lib import splits, warehouse
-    from recommender_lib.catalog import CatalogFilters, build_catalog
-    from recommender_lib.integrity import extract_zip
-    from recommender_lib.pipeline import train_and_bundle
-    from recommender_lib.sample_data import write_sample_mirror
-    from recommender_lib.two_tower import TwoTowerParams
+    from recommender_lib.modeling import splits
+    from recommender_lib.modeling.two_tower import TwoTowerParams
+    from recommender_lib.sources.integrity import extract_zip
+    from recommender_lib.sources.sample_data import write_sample_mirror
+    from recommender_lib.warehouse import tables as warehouse
+    from recommender_lib.warehouse.catalog import CatalogFilters, build_catalog
+    from recommender_lib.workflow.pipeline import train_and_bundle
 
     t0 = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)

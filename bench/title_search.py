@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recommender_lib.title_search import TitleSearchIndex
+from recommender_lib.index.title_search import TitleSearchIndex
 
 MOVIELENS = Path(__file__).resolve().parents[2] / "shared/data/movielens/ml-latest-small"
 SECTION = Path("/tmp/bench_sections/title_search.md")

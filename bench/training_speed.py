@@ -1,7 +1,7 @@
 """Training throughput of the two-tower model: wall time, examples/s and peak RSS.
 
     .venv/bin/python bench/training_speed.py --movielens ../shared/data/movielens/ml-latest-small
-    .venv/bin/python -m recommender_lib.sample_data --profile full --out /tmp/full
+    .venv/bin/python -m recommender_lib.sources.sample_data --profile full --out /tmp/full
     .venv/bin/python bench/training_speed.py --epochs 1 \
         --zip /tmp/full/movielens/ml-latest-small.zip
 
@@ -18,8 +18,10 @@ import time
 import zipfile
 from pathlib import Path
 
-from recommender_lib import splits, training, warehouse
-from recommender_lib.two_tower import TwoTowerParams
+from recommender_lib.modeling import splits
+from recommender_lib.modeling.two_tower import TwoTowerParams
+from recommender_lib.warehouse import tables as warehouse
+from recommender_lib.workflow import training
 
 
 def _release_dir(args: argparse.Namespace, scratch: Path) -> Path:

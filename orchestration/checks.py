@@ -10,8 +10,8 @@ import pandera.pandas as pa
 from orchestration.assets.warehouse import imdb_titles, movie_links, warehouse_assets
 from orchestration.metadata import check_result
 from orchestration.resources import WAREHOUSE_POOL, WarehouseResource
-from recommender_lib import quality
-from recommender_lib.schemas import WAREHOUSE_KEYS, WAREHOUSE_SCHEMAS
+from recommender_lib.warehouse import quality
+from recommender_lib.warehouse.schemas import WAREHOUSE_KEYS, WAREHOUSE_SCHEMAS
 
 
 def _table(asset: dg.AssetsDefinition) -> str:

@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-from recommender_lib.catalog import CatalogFilters
-from recommender_lib.splits import SplitConfig
-from recommender_lib.two_tower import TwoTowerParams
+from recommender_lib.modeling.splits import SplitConfig
+from recommender_lib.modeling.two_tower import TwoTowerParams
+from recommender_lib.warehouse.catalog import CatalogFilters
 
 
 class CatalogConfig(dg.Config):

@@ -8,9 +8,9 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
-from recommender_lib.download import FetchedFile
-from recommender_lib.quality import QualityResult
-from recommender_lib.warehouse import LoadResult, markdown_table, preview_markdown
+from recommender_lib.sources.download import FetchedFile
+from recommender_lib.warehouse.quality import QualityResult
+from recommender_lib.warehouse.tables import LoadResult, markdown_table, preview_markdown
 
 
 def fetched_file_metadata(

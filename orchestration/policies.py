@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from recommender_lib.download import DownloadError
-from recommender_lib.integrity import IntegrityError
+from recommender_lib.sources.download import DownloadError
+from recommender_lib.sources.integrity import IntegrityError
 
 # For the raw assets: a failed download (after the downloader's own retries of transient HTTP
 # errors) is retried as a whole step after 10 s, 30 s and 70 s (Dagster's exponential backoff is

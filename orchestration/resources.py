@@ -18,17 +18,17 @@ with warnings.catch_warnings():  # dagster-mlflow is marked beta; the warning is
 
 from orchestration.policies import is_permanent_download_error
 from recommender_lib.config import Settings
-from recommender_lib.download import (
+from recommender_lib.registry.client import DEFAULT_MODEL_NAME, default_promotion_log
+from recommender_lib.registry.tracking import DEFAULT_EXPERIMENT, ensure_experiment
+from recommender_lib.sources.download import (
     DownloadError,
     DownloadProgress,
     FetchedFile,
     current_version,
     fetch_versioned,
 )
-from recommender_lib.formats import IMDB_HEADERS
-from recommender_lib.integrity import IntegrityError, verify_gzip_tsv, verify_movielens_zip
-from recommender_lib.registry import DEFAULT_MODEL_NAME, default_promotion_log
-from recommender_lib.tracking import DEFAULT_EXPERIMENT, ensure_experiment
+from recommender_lib.sources.formats import IMDB_HEADERS
+from recommender_lib.sources.integrity import IntegrityError, verify_gzip_tsv, verify_movielens_zip
 
 
 class RawSourcesResource(dg.ConfigurableResource):

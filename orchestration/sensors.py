@@ -1,6 +1,6 @@
 """Sensors and schedules: notice a new IMDb dump or MovieLens release, then refresh and retrain.
 
-Each sensor probes its source(s) cheaply (`recommender_lib.source_probe`: HEAD / conditional
+Each sensor probes its source(s) cheaply (`recommender_lib.sources.probe`: HEAD / conditional
 requests, the MovieLens `.md5`, file size + mtime) and keeps the last seen state per URL as a
 JSON cursor. A changed version gives exactly one `full_refresh` run (ingest, then retrain) whose
 run key is the dump version(s), so the same dump never launches twice even if a cursor is lost.
@@ -33,9 +33,9 @@ import requests
 
 from orchestration.jobs import full_refresh_job
 from orchestration.resources import RawSourcesResource
-from recommender_lib.download import current_version
-from recommender_lib.formats import IMDB_BASICS_FILE, IMDB_RATINGS_FILE
-from recommender_lib.source_probe import (
+from recommender_lib.sources.download import current_version
+from recommender_lib.sources.formats import IMDB_BASICS_FILE, IMDB_RATINGS_FILE
+from recommender_lib.sources.probe import (
     ProbeResult,
     ProbeState,
     SourceProbeError,

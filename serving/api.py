@@ -13,13 +13,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
-from recommender_lib.content_index import SimilarityFilters
-from recommender_lib.recommender import (
+from recommender_lib.engine.recommender import (
     RatingInput,
     RecommendationResult,
     UnknownTitleError,
     UnknownUserError,
 )
+from recommender_lib.index.content_index import SimilarityFilters
 from serving import schemas as s
 from serving.errors import FieldError, TitleNotFound, UnknownTitles
 from serving.model_store import LoadedModel

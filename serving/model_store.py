@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from recommender_lib.bundle import MANIFEST_FILE, BundleError, read_manifest
+from recommender_lib.bundle.format import MANIFEST_FILE, BundleError, read_manifest
 from serving.logs import LOGGER_NAME, log_event
 from serving.view import ServingView
 
@@ -85,7 +85,7 @@ class RegistrySource:
         return Candidate(f"{mv.version}:{bundle_version}", bundle_version, str(mv.version))
 
     def fetch(self, candidate: Candidate) -> Path:
-        from recommender_lib.registry import download_bundle
+        from recommender_lib.registry.client import download_bundle
 
         dest = self.cache_dir / f"{self.model_name}-v{candidate.registry_version}"
         if _cached(dest, candidate.bundle_version):
@@ -236,7 +236,7 @@ class ModelStore:
             return self._load(candidate, current)
 
     def _load(self, candidate: Candidate, previous: LoadedModel | None) -> RefreshOutcome:
-        from recommender_lib.recommender import Recommender
+        from recommender_lib.engine.recommender import Recommender
 
         started = time.perf_counter()
         stage, bundle_dir = "fetch", None

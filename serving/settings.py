@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recommender_lib.config import Settings
-from recommender_lib.registry import CHAMPION, DEFAULT_MODEL_NAME
+from recommender_lib.registry.client import CHAMPION, DEFAULT_MODEL_NAME
 
 ENV_BUNDLE_DIR = "CINE_BUNDLE_DIR"
 ENV_MODEL_NAME = "CINE_MODEL_NAME"

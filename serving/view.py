@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recommender_lib.content_index import SimilarityFilters
-from recommender_lib.recommender import Recommender
+from recommender_lib.engine.recommender import Recommender
+from recommender_lib.index.content_index import SimilarityFilters
 
 SUGGESTIONS = 5
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)

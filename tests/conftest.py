@@ -21,7 +21,7 @@ def shared_movielens() -> Path:
 @pytest.fixture(scope="session")
 def sample_mirror(tmp_path_factory: pytest.TempPathFactory):
     """A small generated mirror (IMDb dumps + MovieLens zip), shared read-only by tests."""
-    from recommender_lib.sample_data import write_sample_mirror
+    from recommender_lib.sources.sample_data import write_sample_mirror
 
     return write_sample_mirror(tmp_path_factory.mktemp("mirror"), "small", seed=7)
 

@@ -9,16 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender_lib import baselines, warehouse
-from recommender_lib.baselines import (
-    BASELINE_NAMES,
-    DampedBias,
-    Ease,
-    GlobalMean,
-    MostPopular,
-    fit_baselines,
-)
-from recommender_lib.evaluation import (
+from recommender_lib.evaluation.metrics import ranking_metrics
+from recommender_lib.evaluation.protocols import (
     RatingModel,
     catalogue_items,
     evaluate_all,
@@ -26,8 +18,18 @@ from recommender_lib.evaluation import (
     evaluate_p1,
     ranking_evaluation,
 )
-from recommender_lib.metrics import ranking_metrics, top_k_indices
-from recommender_lib.splits import build_splits, load_split
+from recommender_lib.index.top_k import top_k_indices
+from recommender_lib.modeling import baselines
+from recommender_lib.modeling.baselines import (
+    BASELINE_NAMES,
+    DampedBias,
+    Ease,
+    GlobalMean,
+    MostPopular,
+    fit_baselines,
+)
+from recommender_lib.modeling.splits import build_splits, load_split
+from recommender_lib.warehouse import tables as warehouse
 
 COLUMNS = ["user_id", "movie_id", "rating", "rating_ts"]
 

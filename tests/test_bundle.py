@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from recommender_lib.bundle import (
+from recommender_lib.bundle.format import (
     BUNDLE_FORMAT,
     MANIFEST_FILE,
     BundleError,
@@ -152,7 +152,7 @@ def test_failed_write_leaves_previous_bundle(bundle: Path, sources: dict[str, Pa
 def test_failure_mid_copy_cleans_up(
     bundle: Path, sources: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import recommender_lib.bundle as module
+    import recommender_lib.bundle.format as module
 
     calls = []
 

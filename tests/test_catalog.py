@@ -9,16 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender_lib import warehouse
-from recommender_lib.catalog import (
+from recommender_lib.index.content import ContentFeatures, ContentTransform, content_vectors
+from recommender_lib.sources.formats import IMDB_BASICS_COLUMNS, IMDB_RATINGS_COLUMNS
+from recommender_lib.warehouse import tables as warehouse
+from recommender_lib.warehouse.catalog import (
     CATALOG,
     CatalogFilters,
     build_catalog,
     imdb_only_item_id,
     load_catalog,
 )
-from recommender_lib.content import ContentFeatures, ContentTransform, content_vectors
-from recommender_lib.formats import IMDB_BASICS_COLUMNS, IMDB_RATINGS_COLUMNS
 
 
 def _tsv_gz(path: Path, header: tuple[str, ...], rows: list[str]) -> Path:
@@ -134,8 +134,8 @@ def test_content_features_refuse_bad_catalogues(conn) -> None:
 
 
 def test_catalog_schema_accepts_the_built_table(conn) -> None:
-    from recommender_lib.quality import validate_table
-    from recommender_lib.schemas import CATALOG_SCHEMA
+    from recommender_lib.warehouse.quality import validate_table
+    from recommender_lib.warehouse.schemas import CATALOG_SCHEMA
 
     build_catalog(conn, CatalogFilters(min_votes=1, include_adult=True))
     assert validate_table(conn, CATALOG, CATALOG_SCHEMA).passed

@@ -1,4 +1,5 @@
-"""Exact cosine top-k (`recommender_lib.content_index`): ranking, ties, filters, io, validation."""
+"""Exact cosine top-k (`recommender_lib.index.content_index`): ranking, ties, filters, io and
+validation."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender_lib.content_index import ContentIndex, SimilarityFilters, _top_k_exact, top_k
+from recommender_lib.index.content_index import ContentIndex, SimilarityFilters, _top_k_exact, top_k
 
 TYPES = ["movie", "tvSeries", "short"]
 GENRES = ["Action", "Comedy", "Drama", "Horror"]

@@ -19,15 +19,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from recommender_lib import download, formats
-from recommender_lib.download import (
+from recommender_lib.sources import download, formats
+from recommender_lib.sources.download import (
     DownloadError,
     DownloadProgress,
     FetchedFile,
     current_version,
     fetch_versioned,
 )
-from recommender_lib.integrity import IntegrityError, verify_gzip_tsv, verify_movielens_zip
+from recommender_lib.sources.integrity import IntegrityError, verify_gzip_tsv, verify_movielens_zip
 
 try:
     from tests.support.http_mirror import Fault, HttpMirror

@@ -27,9 +27,9 @@ from orchestration.checks import warehouse_checks
 from orchestration.jobs import full_refresh_job
 from orchestration.resources import default_resources
 from orchestration.sensors import imdb_dump_sensor
-from recommender_lib import registry
 from recommender_lib.config import Settings
-from recommender_lib.formats import IMDB_RATINGS_FILE
+from recommender_lib.registry import client as registry
+from recommender_lib.sources.formats import IMDB_RATINGS_FILE
 from serving.app import create_app
 from serving.model_store import ModelStore
 from serving.settings import ServingSettings

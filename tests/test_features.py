@@ -11,11 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender_lib import features as F
-from recommender_lib import warehouse
-from recommender_lib.catalog import CATALOG, CatalogFilters, build_catalog, imdb_only_item_id
-from recommender_lib.formats import IMDB_BASICS_COLUMNS, IMDB_RATINGS_COLUMNS
-from recommender_lib.splits import P1, load_split
+from recommender_lib.modeling import features as F
+from recommender_lib.modeling.splits import P1, load_split
+from recommender_lib.sources.formats import IMDB_BASICS_COLUMNS, IMDB_RATINGS_COLUMNS
+from recommender_lib.warehouse import tables as warehouse
+from recommender_lib.warehouse.catalog import (
+    CATALOG,
+    CatalogFilters,
+    build_catalog,
+    imdb_only_item_id,
+)
 from tests.support.sample_warehouse import load_sample_warehouse
 
 SMALL = {"latent_dim": 4}

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from recommender_lib import formats
-from recommender_lib.integrity import (
+from recommender_lib.sources import formats
+from recommender_lib.sources.integrity import (
     IntegrityError,
     extract_zip,
     file_md5,

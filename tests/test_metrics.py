@@ -8,16 +8,15 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from recommender_lib.metrics import (
-    PAD,
+from recommender_lib.evaluation.metrics import (
     hit_metrics,
     mae,
     ndcg_at_k,
     ranking_metrics,
     recall_at_k,
     rmse,
-    top_k_indices,
 )
+from recommender_lib.index.top_k import PAD, top_k_indices
 
 LOG2_3 = math.log2(3)  # discount of the 2nd position is 1/log2(3) ≈ 0.6309
 LOG2_5 = math.log2(5)  # discount of the 4th position is 1/log2(5) ≈ 0.4307

@@ -19,7 +19,7 @@ from orchestration.resources import (
     WarehouseResource,
     mlflow_tracking,
 )
-from recommender_lib import registry
+from recommender_lib.registry import client as registry
 
 TINY_MODEL = {"epochs": 2, "embedding_dim": 8, "tower_units": [16], "head_units": [16]}
 NO_RANKING_GATE = {"ndcg_ratio": 0.0, "cold_ndcg_ratio": 0.0}  # a 2-epoch model on tiny data

@@ -11,8 +11,8 @@ from orchestration.assets.raw import raw_assets
 from orchestration.assets.warehouse import warehouse_assets
 from orchestration.checks import warehouse_checks
 from orchestration.resources import RawSourcesResource, WarehouseResource
-from recommender_lib import warehouse
-from recommender_lib.download import current_version
+from recommender_lib.sources.download import current_version
+from recommender_lib.warehouse import tables as warehouse
 from tests.support.http_mirror import HttpMirror
 from tests.support.mirror_edit import copy_mirror, edit_gzip_lines, edit_zip_member, replace_field
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from recommender_lib import quality, warehouse
-from recommender_lib.schemas import WAREHOUSE_KEYS, WAREHOUSE_SCHEMAS
+from recommender_lib.warehouse import quality
+from recommender_lib.warehouse import tables as warehouse
+from recommender_lib.warehouse.schemas import WAREHOUSE_KEYS, WAREHOUSE_SCHEMAS
 
 GOOD_ROWS = {
     warehouse.IMDB_TITLES: """

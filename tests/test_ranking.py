@@ -12,15 +12,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from recommender_lib import ranking
-from recommender_lib.metrics import PAD
-from recommender_lib.ranking import (
-    RankingEngine,
-    RankingProbe,
-    RankingRule,
-    UnknownRankingRuleError,
-    choose_rule,
-)
+from recommender_lib.engine import ranking
+from recommender_lib.engine.ranking import RankingEngine, RankingRule, UnknownRankingRuleError
+from recommender_lib.evaluation import rule_choice
+from recommender_lib.evaluation.rule_choice import RankingProbe, choose_rule
+from recommender_lib.index.top_k import PAD
 
 
 class LinearTowers:
@@ -141,7 +137,7 @@ def test_choose_rule_finds_the_signal_on_validation() -> None:
     rule, tried = choose_rule(engine, probe, [cold])
     assert rule.pop_weight > 0
     assert probe.ndcg(engine, rule) > probe.ndcg(engine, RankingRule(pop_weight=0.0))
-    assert len(tried) >= len(ranking.POP_WEIGHTS) + len(ranking.COLD_POP_WEIGHTS)
+    assert len(tried) >= len(rule_choice.POP_WEIGHTS) + len(rule_choice.COLD_POP_WEIGHTS)
 
 
 def test_popularity_weight_follows_the_one_standard_error_rule() -> None:
@@ -151,7 +147,9 @@ def test_popularity_weight_follows_the_one_standard_error_rule() -> None:
     relevant = [rng.choice(60, 4, replace=False) for _ in range(40)]
     probe = RankingProbe(users(40, seed=10), np.full(40, 12.0), [np.zeros(0, int)] * 40, relevant)
     rule, _ = choose_rule(engine, probe)
-    values = {w: probe.ndcg_values(engine, RankingRule(pop_weight=w)) for w in ranking.POP_WEIGHTS}
+    values = {
+        w: probe.ndcg_values(engine, RankingRule(pop_weight=w)) for w in rule_choice.POP_WEIGHTS
+    }
     best = max(values, key=lambda w: (values[w].mean(), -w))
     se = values[best].std(ddof=1) / np.sqrt(len(values[best]))
     expected = max(w for w, v in values.items() if v.mean() >= values[best].mean() - se)

@@ -10,15 +10,15 @@ import duckdb
 import numpy as np
 import pytest
 
-from recommender_lib.bundle import RESERVED_FIELDS, BundleError, read_manifest, write_bundle
-from recommender_lib.content_index import SimilarityFilters
-from recommender_lib.evaluation import catalogue_items, ranking_evaluation
-from recommender_lib.metrics import ranking_metrics
-from recommender_lib.promotion import regression_failures, smoke_failures
-from recommender_lib.ranking import UnknownRankingRuleError
-from recommender_lib.recommender import Recommender, UnknownTitleError, UnknownUserError
-from recommender_lib.training import release_ratings
-from recommender_lib.two_tower import META_FILE
+from recommender_lib.bundle.format import RESERVED_FIELDS, BundleError, read_manifest, write_bundle
+from recommender_lib.engine.ranking import UnknownRankingRuleError
+from recommender_lib.engine.recommender import Recommender, UnknownTitleError, UnknownUserError
+from recommender_lib.evaluation.metrics import ranking_metrics
+from recommender_lib.evaluation.protocols import catalogue_items, ranking_evaluation
+from recommender_lib.index.content_index import SimilarityFilters
+from recommender_lib.modeling.two_tower import META_FILE
+from recommender_lib.registry.promotion import regression_failures, smoke_failures
+from recommender_lib.workflow.training import release_ratings
 from tests.support.tiny_bundle import build_tiny_bundle, tiny_warehouse
 
 pytestmark = pytest.mark.slow

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from recommender_lib.bundle import BundleError, read_manifest, write_bundle
+from recommender_lib.bundle.format import BundleError, read_manifest, write_bundle
 from recommender_lib.config import Settings
-from recommender_lib.registry import (
+from recommender_lib.registry.client import (
     CHAMPION,
     RegistryError,
     champion,

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender_lib import formats
-from recommender_lib.sample_data import PROFILES, SampleMirror, main, write_sample_mirror
+from recommender_lib.sources import formats
+from recommender_lib.sources.sample_data import PROFILES, SampleMirror, main, write_sample_mirror
 
 ML = "ml-latest-small"
 BASICS_TYPES = {

@@ -32,10 +32,14 @@ from orchestration.sensors import (
     sensor_interval_s,
     sensors,
 )
-from recommender_lib.download import DownloadError, fetch_versioned
-from recommender_lib.formats import IMDB_BASICS_FILE, IMDB_RATINGS_FILE, MOVIELENS_DEFAULT_ZIP
-from recommender_lib.integrity import IntegrityError
-from recommender_lib.source_probe import (
+from recommender_lib.sources.download import DownloadError, fetch_versioned
+from recommender_lib.sources.formats import (
+    IMDB_BASICS_FILE,
+    IMDB_RATINGS_FILE,
+    MOVIELENS_DEFAULT_ZIP,
+)
+from recommender_lib.sources.integrity import IntegrityError
+from recommender_lib.sources.probe import (
     ProbeState,
     SourceProbeError,
     md5_url_for,

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender_lib import integrity, served_quality, warehouse
-from recommender_lib.served_quality import (
+from recommender_lib.evaluation import served_quality
+from recommender_lib.evaluation.served_quality import (
     HeldOut,
     ServedQualityError,
     cold_user_ids,
@@ -26,7 +26,9 @@ from recommender_lib.served_quality import (
     make_release,
     measure_served,
 )
-from recommender_lib.splits import SplitConfig, build_splits, load_split
+from recommender_lib.modeling.splits import SplitConfig, build_splits, load_split
+from recommender_lib.sources import integrity
+from recommender_lib.warehouse import tables as warehouse
 
 EOL = "\r\n"
 README = "Summary\n=======\nSynthetic test release. Licence: keep this file with the data.\n"

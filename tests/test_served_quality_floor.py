@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from recommender_lib import warehouse
-from recommender_lib.catalog import CatalogFilters, build_catalog
-from recommender_lib.pipeline import train_and_bundle
-from recommender_lib.served_quality import format_markdown, make_release, measure_served
-from recommender_lib.splits import build_splits
-from recommender_lib.two_tower import TwoTowerParams
+from recommender_lib.evaluation.served_quality import format_markdown, make_release, measure_served
+from recommender_lib.modeling.splits import build_splits
+from recommender_lib.modeling.two_tower import TwoTowerParams
+from recommender_lib.warehouse import tables as warehouse
+from recommender_lib.warehouse.catalog import CatalogFilters, build_catalog
+from recommender_lib.workflow.pipeline import train_and_bundle
 from serving.app import create_app
 from serving.model_store import DirectorySource, ModelStore
 from serving.settings import ServingSettings

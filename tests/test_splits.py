@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender_lib import splits, warehouse
-from recommender_lib.splits import SplitConfig, build_splits, cold_start_sets, load_split
+from recommender_lib.modeling import splits
+from recommender_lib.modeling.splits import SplitConfig, build_splits, cold_start_sets, load_split
+from recommender_lib.warehouse import tables as warehouse
 
 
 def _ceil(fraction: float, n: int) -> int:

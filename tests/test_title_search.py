@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender_lib.title_search import (
+from recommender_lib.index.title_search import (
     SearchHit,
     TitleSearchIndex,
     normalize_title,

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender_lib.ranking import RankingEngine, RankingRule
-from recommender_lib.splits import P1, load_split
-from recommender_lib.two_tower import (
+from recommender_lib.engine.ranking import RankingEngine, RankingRule
+from recommender_lib.modeling.splits import P1, load_split
+from recommender_lib.modeling.two_tower import (
     TrainedTwoTower,
     TwoTowerParams,
     fit_features,
@@ -186,7 +186,7 @@ def test_params_round_trip() -> None:
 
 def test_import_does_not_load_tensorflow() -> None:
     code = (
-        "import sys, recommender_lib.two_tower, recommender_lib.features; "
+        "import sys, recommender_lib.modeling.two_tower, recommender_lib.modeling.features; "
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

@@ -8,8 +8,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from recommender_lib import warehouse
-from recommender_lib.formats import IMDB_BASICS_COLUMNS, IMDB_RATINGS_COLUMNS
+from recommender_lib.sources.formats import IMDB_BASICS_COLUMNS, IMDB_RATINGS_COLUMNS
+from recommender_lib.warehouse import tables as warehouse
 
 BASICS_ROWS = [
     'tt0000001\tshort\t"Giliap"\t"Giliap"\t0\t1894\t\\N\t1\tDocumentary,Short',

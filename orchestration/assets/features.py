@@ -19,11 +19,12 @@ from orchestration.checks import pandera_schema_check, row_count_drift_check, un
 from orchestration.config import CatalogConfig, SplitsConfig
 from orchestration.metadata import frame_preview
 from orchestration.resources import WAREHOUSE_POOL, ArtifactStoreResource, WarehouseResource
-from recommender_lib import splits, training
-from recommender_lib.catalog import build_catalog, load_catalog
-from recommender_lib.content import ContentFeatures
-from recommender_lib.schemas import CATALOG_SCHEMA
-from recommender_lib.two_tower import TwoTowerParams
+from recommender_lib.index.content import ContentFeatures
+from recommender_lib.modeling import splits
+from recommender_lib.modeling.two_tower import TwoTowerParams
+from recommender_lib.warehouse.catalog import build_catalog, load_catalog
+from recommender_lib.warehouse.schemas import CATALOG_SCHEMA
+from recommender_lib.workflow import training
 
 FEATURE_KINDS = {"python", "duckdb"}
 

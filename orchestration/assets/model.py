@@ -19,8 +19,11 @@ from orchestration.resources import (
     WarehouseResource,
 )
 from orchestration.tracking import tracked_step
-from recommender_lib import splits, tracking, training, warehouse
-from recommender_lib.two_tower import TrainedTwoTower
+from recommender_lib.modeling import splits
+from recommender_lib.modeling.two_tower import TrainedTwoTower
+from recommender_lib.registry import tracking
+from recommender_lib.warehouse import tables as warehouse
+from recommender_lib.workflow import training
 
 TRAINING_POOL = "model_training"
 MODEL_KINDS = {"tensorflow", "mlflow"}

@@ -22,20 +22,22 @@ from orchestration.resources import (
     WarehouseResource,
 )
 from orchestration.tracking import tracked_step
-from recommender_lib import registry, training, warehouse
-from recommender_lib.bundle import git_commit
-from recommender_lib.catalog import load_catalog
-from recommender_lib.content import ContentFeatures, build_content_index, save_content_index
-from recommender_lib.promotion import regression_failures, smoke_failures
-from recommender_lib.pyfunc_model import BundlePyfunc
-from recommender_lib.recommender import Recommender
-from recommender_lib.serving_bundle import (
+from recommender_lib.bundle.format import git_commit
+from recommender_lib.bundle.layout import (
     ItemEmbeddings,
     assemble_bundle,
     catalog_frame,
     model_manifest,
 )
-from recommender_lib.two_tower import TrainedTwoTower
+from recommender_lib.engine.recommender import Recommender
+from recommender_lib.index.content import ContentFeatures, build_content_index, save_content_index
+from recommender_lib.modeling.two_tower import TrainedTwoTower
+from recommender_lib.registry import client as registry
+from recommender_lib.registry.promotion import regression_failures, smoke_failures
+from recommender_lib.registry.pyfunc import BundlePyfunc
+from recommender_lib.warehouse import tables as warehouse
+from recommender_lib.warehouse.catalog import load_catalog
+from recommender_lib.workflow import training
 
 SERVING_KINDS = {"python", "numpy"}
 

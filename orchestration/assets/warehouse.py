@@ -8,8 +8,8 @@ import dagster as dg
 from orchestration.assets.raw import imdb_title_basics, imdb_title_ratings, movielens_release
 from orchestration.metadata import load_metadata
 from orchestration.resources import WAREHOUSE_POOL, RawSourcesResource, WarehouseResource
-from recommender_lib import warehouse as wh
-from recommender_lib.formats import IMDB_BASICS_FILE, IMDB_RATINGS_FILE
+from recommender_lib.sources.formats import IMDB_BASICS_FILE, IMDB_RATINGS_FILE
+from recommender_lib.warehouse import tables as wh
 
 WAREHOUSE_KINDS = {"duckdb", "table"}
 

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import duckdb
 
-from recommender_lib import warehouse
-from recommender_lib.integrity import extract_zip
-from recommender_lib.splits import build_splits
+from recommender_lib.modeling.splits import build_splits
+from recommender_lib.sources.integrity import extract_zip
+from recommender_lib.warehouse import tables as warehouse
 
 
 def load_sample_warehouse(mirror, scratch: Path) -> duckdb.DuckDBPyConnection:

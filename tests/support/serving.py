@@ -34,8 +34,8 @@ def mlflow_client(tracking_uri: str) -> MlflowClient:
 
 def register(tracking_uri: str, model_name: str, bundle_dir: Path, artifact_root: Path) -> str:
     """Log `bundle_dir` as a new version of `model_name` (the real `register_bundle` path)."""
-    from recommender_lib.pyfunc_model import BundlePyfunc
-    from recommender_lib.registry import register_bundle
+    from recommender_lib.registry.client import register_bundle
+    from recommender_lib.registry.pyfunc import BundlePyfunc
 
     return register_bundle(
         bundle_dir,
@@ -48,7 +48,7 @@ def register(tracking_uri: str, model_name: str, bundle_dir: Path, artifact_root
 
 
 def promote_champion(tracking_uri: str, model_name: str, version: str, log_path: Path) -> None:
-    from recommender_lib.registry import promote
+    from recommender_lib.registry.client import promote
 
     promote(tracking_uri, model_name, version, reason="test", actor="tests", log_path=log_path)
 

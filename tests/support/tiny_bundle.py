@@ -6,9 +6,9 @@ from pathlib import Path
 
 import duckdb
 
-from recommender_lib.catalog import CatalogFilters, build_catalog
-from recommender_lib.pipeline import train_and_bundle
-from recommender_lib.two_tower import TwoTowerParams
+from recommender_lib.modeling.two_tower import TwoTowerParams
+from recommender_lib.warehouse.catalog import CatalogFilters, build_catalog
+from recommender_lib.workflow.pipeline import train_and_bundle
 from tests.support.sample_warehouse import load_sample_warehouse
 
 TINY_PARAMS = TwoTowerParams(

@@ -1,0 +1,143 @@
+"""What goes into a serving bundle, and how it is assembled (DESIGN.md §4).
+
+Layout (every array in catalogue order: ascending item id, as in the `catalog` table)::
+
+    manifest.json                 version, created_at, git commit, run ids, data versions,
+                                  metrics, sha256 of every file (`recommender_lib.bundle.format`)
+    model/                        the Keras two-tower model + feature transform + item features
+    embeddings/item_embeddings.npz   item-tower output + ranking bias of every catalogue title
+    content/                      the cosine `ContentIndex` + the content transform (JSON)
+    catalog.parquet               title metadata shown by the API (title, type, year, genres…)
+    users/user_features.npz       known users' feature vectors (all their ratings in the release)
+    users/user_history.npz        each known user's ratings: titles, stars, times (CSR arrays)
+
+The manifest's `model` entry says what the served model was trained on (a full refit on every
+rating of the release, or an evaluation split) and which ranking rule it serves with.
+
+The directory is written by `recommender_lib.bundle.format.write_bundle` (temp dir + rename,
+hashes) and read by `recommender_lib.engine.recommender.Recommender`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recommender_lib.atomic import atomic_path
+from recommender_lib.bundle.format import write_bundle
+from recommender_lib.modeling.two_tower import TrainedTwoTower
+
+MODEL_DIR = "model"
+EMBEDDINGS_FILE = "embeddings/item_embeddings.npz"
+CONTENT_DIR = "content"
+CATALOG_FILE = "catalog.parquet"
+USER_FEATURES_FILE = "users/user_features.npz"
+USER_HISTORY_FILE = "users/user_history.npz"
+CATALOG_COLUMNS = (
+    "item_id", "tconst", "movie_id", "title", "title_type", "year", "genres", "runtime",
+    "imdb_rating", "imdb_votes", "ml_ratings", "popularity",
+)  # fmt: skip
+
+
+@dataclass
+class ItemEmbeddings:
+    """Item-tower embeddings (L2-normalised) and ranking biases of every catalogue title."""
+
+    item_ids: np.ndarray  # int64, ascending
+    vectors: np.ndarray  # float32 (n, d)
+    biases: np.ndarray  # float32 (n,): item-tower ranking bias (the rule adds popularity)
+
+    @classmethod
+    def from_model(cls, model: TrainedTwoTower, item_ids: np.ndarray) -> ItemEmbeddings:
+        """Embed `item_ids` with the item tower; titles nobody rated get content-only vectors."""
+        ids = np.asarray(item_ids, dtype=np.int64)
+        if len(ids) and (np.diff(ids) <= 0).any():
+            raise ValueError("item ids must be unique and ascending (catalogue order)")
+        vectors, biases = model.item_vectors(ids)
+        return cls(ids, np.asarray(vectors, np.float32), np.asarray(biases, np.float32))
+
+    def save(self, path: Path) -> Path:
+        with atomic_path(Path(path)) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, item_ids=self.item_ids, vectors=self.vectors, biases=self.biases)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: Path) -> ItemEmbeddings:
+        with np.load(path, allow_pickle=False) as data:
+            return cls(data["item_ids"], data["vectors"], data["biases"])
+
+
+def catalog_frame(catalog: pd.DataFrame, model: TrainedTwoTower) -> pd.DataFrame:
+    """The catalogue metadata served by the API, with MovieLens train counts and popularity.
+
+    popularity = train ratings + IMDb votes / 100 (one MovieLens rating ~ 100 IMDb votes): the
+    tie-breaker of search and the fallback ranking for users without ratings.
+    """
+    df = catalog.sort_values("item_id").reset_index(drop=True)
+    idx = model.items.index_of(df["item_id"].to_numpy(np.int64))
+    df["ml_ratings"] = np.where(idx >= 0, model.items.count[np.maximum(idx, 0)], 0)
+    votes = df["imdb_votes"].astype("Float64").fillna(0).to_numpy(np.float64)
+    df["popularity"] = df["ml_ratings"].to_numpy(np.float64) + votes / 100.0
+    df["genres"] = [list(g) if g is not None else [] for g in df["genres"]]
+    return df[list(CATALOG_COLUMNS)]
+
+
+def model_manifest(model: TrainedTwoTower) -> dict[str, Any]:
+    """The manifest's `model` entry: training data, ranking rule, the evaluated recipe's data."""
+    return {
+        "trained_on": model.info.get("trained_on", {}),
+        "evaluated_on": model.info.get("evaluated_on", model.info.get("trained_on", {})),
+        "epochs": model.info.get("epochs_run"),
+        "ranking_rule": model.ranking.to_dict() | {"description": model.ranking.describe()},
+    }
+
+
+def user_history_arrays(history: pd.DataFrame) -> dict[str, np.ndarray]:
+    """CSR arrays of each known user's ratings: user_ids, offsets, and per rating item_ids,
+    ratings, rating_ts (sorted by user, then item)."""
+    df = history[["user_id", "movie_id", "rating", "rating_ts"]].sort_values(
+        ["user_id", "movie_id"], kind="stable"
+    )
+    users, starts = np.unique(df["user_id"].to_numpy(np.int64), return_index=True)
+    return {
+        "user_ids": users,
+        "offsets": np.append(starts, len(df)).astype(np.int64),
+        "item_ids": df["movie_id"].to_numpy(np.int64),
+        "ratings": df["rating"].to_numpy(np.float32),
+        "rating_ts": df["rating_ts"].to_numpy(np.int64),
+    }
+
+
+def assemble_bundle(
+    destination: Path,
+    *,
+    model_dir: Path,
+    embeddings_path: Path,
+    content_dir: Path,
+    catalog: pd.DataFrame,
+    user_features_path: Path,
+    user_history: pd.DataFrame,
+    manifest: Mapping[str, Any],
+) -> Path:
+    """Write one self-contained, hashed serving bundle to `destination` (atomically)."""
+    Path(destination).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".bundle-parts-", dir=Path(destination).parent) as d:
+        parts = Path(d)
+        catalog.to_parquet(parts / "catalog.parquet", index=False)
+        with open(parts / "user_history.npz", "wb") as fh:
+            np.savez(fh, **user_history_arrays(user_history))
+        files = {
+            MODEL_DIR: Path(model_dir),
+            EMBEDDINGS_FILE: Path(embeddings_path),
+            CONTENT_DIR: Path(content_dir),
+            CATALOG_FILE: parts / "catalog.parquet",
+            USER_FEATURES_FILE: Path(user_features_path),
+            USER_HISTORY_FILE: parts / "user_history.npz",
+        }
+        return write_bundle(Path(destination), files, manifest)

@@ -1,0 +1,1 @@
+"""Evaluation stage: metrics and the protocols, measured through the serving engine."""

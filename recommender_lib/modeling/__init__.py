@@ -1,0 +1,1 @@
+"""Modeling stage: evaluation splits, features, baselines and the two-tower model."""

@@ -1,0 +1,2 @@
+"""Sources stage: the exact source formats, versioned downloads, integrity checks, cheap
+new-release probes and the sample-mirror generator."""

@@ -1,0 +1,1 @@
+"""The workflow: the steps the Dagster assets and the benchmarks run, one call each."""
