@@ -1,4 +1,5 @@
-"""Model quality on a MovieLens release: the two-tower model beside the baselines (DESIGN.md §6).
+"""Model quality on a MovieLens release: the two-tower model beside the baselines
+(docs/architecture.md §6).
 
 Runs exactly what the `rating_splits` -> `item_features` -> `two_tower_model` -> `model_evaluation`
 assets run, on an in-memory warehouse. The model's ranking metrics go through the served ranking
@@ -13,13 +14,15 @@ Prints markdown tables (P1 and P2) and the training time; `--json PATH` also sav
 import argparse
 import json
 import resource
+import tempfile
 import time
 from pathlib import Path
 
+from recommender_lib.evaluation.report import load_protocol
 from recommender_lib.modeling import splits
-from recommender_lib.modeling.two_tower import TwoTowerParams
+from recommender_lib.modeling.two_tower.params import TwoTowerParams
 from recommender_lib.warehouse import tables as warehouse
-from recommender_lib.workflow import training
+from recommender_lib.workflow import steps
 
 
 def main() -> None:
@@ -33,23 +36,22 @@ def main() -> None:
     warehouse.load_movielens_release(conn, args.movielens)
     splits.build_splits(conn)
     params = TwoTowerParams(seed=args.seed)
-    p1, p2 = training.load_protocol(conn, splits.P1), training.load_protocol(conn, splits.P2)
-    features = {
-        proto: training.fit_protocol_features(conn, proto, params)
-        for proto in (splits.P1, splits.P2)
-    }
-
-    started = time.perf_counter()
-    model_p1 = training.train_model(p1, params, features[splits.P1])
-    p1_seconds = time.perf_counter() - started
-    model_p2 = training.train_model(p2, params, features[splits.P2])
-    report = training.evaluate_models(p1, model_p1, p2, model_p2)
+    connect = steps.connection(conn)
+    with tempfile.TemporaryDirectory() as scratch:
+        features = steps.item_features(
+            connect, params.feature_params(), Path(scratch) / "item_features"
+        )
+        started = time.perf_counter()
+        evaluated = steps.train_evaluated_model(connect, params, features, Path(scratch) / "p1")
+        p1_seconds = time.perf_counter() - started
+        report = steps.evaluate_model(connect, evaluated)
+    p1 = load_protocol(conn, splits.P1)
 
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"P1 train rows {len(p1.train)}, validation {len(p1.validation)}, test {len(p1.heldout)}")
-    print(f"P1 model trained in {p1_seconds:.1f} s, {model_p1.info.get('epochs_run')} epochs;"
+    print(f"P1 model trained in {p1_seconds:.1f} s, {evaluated.info.get('epochs_run')} epochs;"
           f" peak RSS {rss_mb:.0f} MB")  # fmt: skip
-    print(f"ranking rule (P1): {model_p1.ranking.describe()}\n")
+    print(f"ranking rule (P1): {evaluated.ranking_rule}\n")
     print("P1 (per-user temporal holdout)\n" + report.p1.round(4).to_markdown(index=False))
     print("\nP2 (cold start)\n" + report.p2.round(4).to_markdown(index=False))
     failures = report.gate_failures()

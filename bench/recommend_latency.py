@@ -33,10 +33,10 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recommender_lib.engine.recommender import Recommender
-from recommender_lib.modeling.two_tower import TwoTowerParams
+from recommender_lib.modeling.two_tower.params import TwoTowerParams
 from recommender_lib.sources.sample_data import PROFILES, write_sample_mirror
 from recommender_lib.warehouse.catalog import CatalogFilters, build_catalog
-from recommender_lib.workflow.pipeline import train_and_bundle
+from recommender_lib.workflow.steps import connection, train_and_bundle
 from tests.support.sample_warehouse import load_sample_warehouse
 
 
@@ -51,7 +51,7 @@ def build_bundle(work: Path, imdb_titles: int, epochs: int) -> Path:
     conn = load_sample_warehouse(mirror, work / "scratch")
     build_catalog(conn, CatalogFilters(min_votes=0))
     params = TwoTowerParams(epochs=epochs, patience=epochs)
-    return train_and_bundle(conn, params, work, {})[0]
+    return train_and_bundle(connection(conn), params, work, {})[0]
 
 
 def main() -> None:

@@ -44,7 +44,8 @@ sys.path.insert(0, str(REPO))
 
 import httpx
 
-from recommender_lib.evaluation.served_quality import format_markdown, make_release, measure_served
+from recommender_lib.evaluation.served_quality import format_markdown, measure_served
+from recommender_lib.evaluation.served_release import make_release
 
 HOST = "127.0.0.1"  # loopback only
 READY_TIMEOUT_S = 300.0

@@ -93,12 +93,12 @@ def build_sample_bundle(
 ) -> Path:
     """Generate a sample mirror and build a real serving bundle from it at `workdir/bundle`."""
     from recommender_lib.modeling import splits
-    from recommender_lib.modeling.two_tower import TwoTowerParams
+    from recommender_lib.modeling.two_tower.params import TwoTowerParams
     from recommender_lib.sources.integrity import extract_zip
     from recommender_lib.sources.sample_data import write_sample_mirror
     from recommender_lib.warehouse import tables as warehouse
     from recommender_lib.warehouse.catalog import CatalogFilters, build_catalog
-    from recommender_lib.workflow.pipeline import train_and_bundle
+    from recommender_lib.workflow.steps import connection, train_and_bundle
 
     t0 = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -119,7 +119,7 @@ def build_sample_bundle(
         "dagster_run_id": f"bench-serving-load-{profile}",
         "source_versions": {"sample_profile": profile, "sample_seed": seed},
     }
-    bundle, model = train_and_bundle(conn, params, workdir, manifest)
+    bundle, model = train_and_bundle(connection(conn), params, workdir, manifest)
     n_titles = len(model.items)
     conn.close()
     print(f"bundle at {bundle} ({n_titles} titles): {time.perf_counter() - t0:.0f} s", flush=True)

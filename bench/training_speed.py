@@ -18,10 +18,11 @@ import time
 import zipfile
 from pathlib import Path
 
+from recommender_lib.evaluation.report import load_protocol
 from recommender_lib.modeling import splits
-from recommender_lib.modeling.two_tower import TwoTowerParams
+from recommender_lib.modeling.two_tower.params import TwoTowerParams
 from recommender_lib.warehouse import tables as warehouse
-from recommender_lib.workflow import training
+from recommender_lib.workflow import steps
 
 
 def _release_dir(args: argparse.Namespace, scratch: Path) -> Path:
@@ -63,20 +64,21 @@ def main() -> None:
 
     t = time.perf_counter()
     splits.build_splits(conn)
-    data = training.load_protocol(conn, splits.P1)
+    data = load_protocol(conn, splits.P1)
     done("splits", t)
 
     params = TwoTowerParams()
     if args.epochs:
         params = TwoTowerParams(epochs=args.epochs, patience=args.epochs)
-    t = time.perf_counter()
-    features = training.fit_protocol_features(conn, splits.P1, params)
-    done("features", t)
-    conn.close()  # training runs without the warehouse, as the asset does
-
-    t = time.perf_counter()
-    model = training.train_model(data, params, features, log=_log)
-    done("train", t)
+    connect = steps.connection(conn)
+    with tempfile.TemporaryDirectory() as scratch:
+        t = time.perf_counter()
+        features = steps.item_features(connect, params.feature_params(), Path(scratch) / "f")
+        done("features", t)
+        # the asset's step: reads P1 from the warehouse, then trains without holding it
+        t = time.perf_counter()
+        model = steps.train_evaluated_model(connect, params, features, Path(scratch) / "m", _log)
+        done("train", t)
     epochs = int(model.info.get("epochs_run", 0))
     examples = len(data.train) * epochs
     train_s = timings["train"][0]

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from recommender_lib.modeling.splits import SplitConfig
-from recommender_lib.modeling.two_tower import TwoTowerParams
+from recommender_lib.modeling.two_tower.params import TwoTowerParams
 from recommender_lib.warehouse.catalog import CatalogFilters
 
 
@@ -23,7 +23,7 @@ class CatalogConfig(dg.Config):
 
 
 class SplitsConfig(dg.Config):
-    """Evaluation protocols P1 (temporal holdout) and P2 (cold start), DESIGN.md §6."""
+    """Evaluation protocols P1 (temporal holdout) and P2 (cold start), docs/architecture.md §6."""
 
     test_fraction: float = 0.2
     validation_fraction: float = 0.1
@@ -44,8 +44,27 @@ class SplitsConfig(dg.Config):
 _DEFAULTS = TwoTowerParams()
 
 
+class FeaturesConfig(dg.Config):
+    """Settings of the feature transform fitted by `item_features`, recorded in the transform:
+    the P2 model and the production refit fit their features with the same settings."""
+
+    item_lambda: float = _DEFAULTS.item_lambda
+    user_lambda: float = _DEFAULTS.user_lambda
+    mean_lambda: float = _DEFAULTS.mean_lambda
+    genre_lambda: float = _DEFAULTS.genre_lambda
+    share_alpha: float = _DEFAULTS.share_alpha
+    recent_window: int = _DEFAULTS.recent_window
+    latent_dim: int = _DEFAULTS.latent_dim
+    latent_shrink: float = _DEFAULTS.latent_shrink
+    seed: int = _DEFAULTS.seed  # the seed of the co-rating factors (truncated SVD)
+
+    def to_lib(self) -> dict[str, float | int]:
+        return self.model_dump()
+
+
 class TwoTowerConfig(dg.Config):
-    """Hyper-parameters of the two-tower model and its features (see `TwoTowerParams`)."""
+    """Hyper-parameters of the two-tower model and its training (see `TwoTowerParams`); the
+    feature settings come from `item_features` (`FeaturesConfig`)."""
 
     embedding_dim: int = _DEFAULTS.embedding_dim
     tower_units: list[int] = list(_DEFAULTS.tower_units)

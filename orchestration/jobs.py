@@ -22,3 +22,5 @@ full_refresh_job = dg.define_asset_job(
     selection=dg.AssetSelection.all(),
     description="Ingest, then retrain: every asset and check, in dependency order.",
 )
+
+jobs = [ingest_job, retrain_job, full_refresh_job]

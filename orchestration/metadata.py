@@ -8,7 +8,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
-from recommender_lib.sources.download import FetchedFile
+from recommender_lib.sources.raw_store import FetchedFile
 from recommender_lib.warehouse.quality import QualityResult
 from recommender_lib.warehouse.tables import LoadResult, markdown_table, preview_markdown
 

@@ -1,11 +1,12 @@
-"""Retry policies shared by assets that talk to the network."""
+"""Retry policies shared by assets that talk to the network.
+
+Which failures a retry can fix is decided once, in `recommender_lib.sources.retry`
+(`is_transient_status`, `is_permanent_download_error`); this module only holds the Dagster side.
+"""
 
 from __future__ import annotations
 
 import dagster as dg
-
-from recommender_lib.sources.download import DownloadError
-from recommender_lib.sources.integrity import IntegrityError
 
 # For the raw assets: a failed download (after the downloader's own retries of transient HTTP
 # errors) is retried as a whole step after 10 s, 30 s and 70 s (Dagster's exponential backoff is
@@ -16,19 +17,3 @@ network_retry_policy = dg.RetryPolicy(
     backoff=dg.Backoff.EXPONENTIAL,
     jitter=dg.Jitter.PLUS_MINUS,
 )
-
-# 4xx answers that a later attempt may not repeat.
-TRANSIENT_CLIENT_ERRORS = frozenset({408, 425, 429})
-
-
-def is_permanent_download_error(exc: BaseException) -> bool:
-    """True for failures a retry cannot fix: a verified body that is bad, or a 4xx answer.
-
-    Raise such errors as `dg.Failure(..., allow_retries=False)` so the step fails at once
-    instead of waiting through `network_retry_policy`'s delays.
-    """
-    if isinstance(exc, IntegrityError):
-        return True
-    if isinstance(exc, DownloadError) and exc.status is not None:
-        return 400 <= exc.status < 500 and exc.status not in TRANSIENT_CLIENT_ERRORS
-    return False

@@ -6,6 +6,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -16,19 +17,15 @@ with warnings.catch_warnings():  # dagster-mlflow is marked beta; the warning is
     from dagster_mlflow.resources import CONFIG_SCHEMA as MLFLOW_CONFIG_SCHEMA
     from dagster_mlflow.resources import MlFlow
 
-from orchestration.policies import is_permanent_download_error
 from recommender_lib.config import Settings
-from recommender_lib.registry.client import DEFAULT_MODEL_NAME, default_promotion_log
+from recommender_lib.registry.client import DEFAULT_MODEL_NAME, Registry, default_promotion_log
 from recommender_lib.registry.tracking import DEFAULT_EXPERIMENT, ensure_experiment
-from recommender_lib.sources.download import (
-    DownloadError,
-    DownloadProgress,
-    FetchedFile,
-    current_version,
-    fetch_versioned,
-)
+from recommender_lib.sources.download import fetch_versioned
 from recommender_lib.sources.formats import IMDB_HEADERS
 from recommender_lib.sources.integrity import IntegrityError, verify_gzip_tsv, verify_movielens_zip
+from recommender_lib.sources.raw_store import FetchedFile, current_version
+from recommender_lib.sources.retry import DownloadError, is_permanent_download_error
+from recommender_lib.sources.transfer import DownloadProgress
 
 
 class RawSourcesResource(dg.ConfigurableResource):
@@ -41,6 +38,17 @@ class RawSourcesResource(dg.ConfigurableResource):
     retries: int = 4
     backoff_s: float = 2.0
     timeout_s: float = 120.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **options: Any) -> RawSourcesResource:
+        """The sources and raw store of `settings`; `options` set the other fields (retries...)."""
+        return cls(
+            imdb_base_url=settings.imdb_base_url,
+            movielens_url=settings.movielens_url,
+            raw_dir=str(settings.raw_dir),
+            retention=settings.raw_retention,
+            **options,
+        )
 
     def imdb_store(self, filename: str) -> Path:
         return Path(self.raw_dir) / "imdb" / filename.removesuffix(".tsv.gz")
@@ -126,6 +134,10 @@ class RegistryResource(dg.ConfigurableResource):
     def bundle_dir(self, run_id: str) -> Path:
         return Path(self.bundle_root) / run_id
 
+    def registry(self, model_name: str | None = None) -> Registry:
+        """The `Registry` of `model_name` (default: this resource's) with the promotion log."""
+        return Registry(self.tracking_uri, model_name or self.model_name, self.promotion_log)
+
 
 WAREHOUSE_POOL = "duckdb_warehouse"
 
@@ -197,12 +209,7 @@ def default_resources(settings: Settings | None = None) -> dict[str, object]:
     """Resources of the embedded default, configured from the environment (see README)."""
     settings = settings or Settings.from_env()
     return {
-        "raw_sources": RawSourcesResource(
-            imdb_base_url=settings.imdb_base_url,
-            movielens_url=settings.movielens_url,
-            raw_dir=str(settings.raw_dir),
-            retention=settings.raw_retention,
-        ),
+        "raw_sources": RawSourcesResource.from_settings(settings),
         "warehouse_db": WarehouseResource(database=str(settings.warehouse_path)),
         "artifacts": ArtifactStoreResource(root=str(settings.data_dir / "artifacts")),
         "model_registry": RegistryResource(

@@ -33,7 +33,6 @@ import requests
 
 from orchestration.jobs import full_refresh_job
 from orchestration.resources import RawSourcesResource
-from recommender_lib.sources.download import current_version
 from recommender_lib.sources.formats import IMDB_BASICS_FILE, IMDB_RATINGS_FILE
 from recommender_lib.sources.probe import (
     ProbeResult,
@@ -43,6 +42,7 @@ from recommender_lib.sources.probe import (
     probe_source,
     state_from_fetched,
 )
+from recommender_lib.sources.raw_store import current_version
 
 log = logging.getLogger(__name__)
 

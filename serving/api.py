@@ -27,10 +27,11 @@ from serving.query import openapi_parameters, parse_query
 from serving.view import ServingView, number_json, to_json
 
 MAX_SUGGESTED_REFS = 10  # unknown references that get search suggestions in one 404
-NOT_LOADED = {503: {"model": s.ErrorResponse, "description": "no model loaded yet"}}
-INVALID = {422: {"model": s.ValidationErrorResponse, "description": "invalid input"}}
-TITLE_404 = {404: {"model": s.TitleNotFoundResponse, "description": "unknown title"}}
-TITLES_404 = {404: {"model": s.UnknownTitlesResponse, "description": "unknown title(s)"}}
+Responses = dict[int | str, dict[str, Any]]  # extra answers documented in the OpenAPI schema
+NOT_LOADED: Responses = {503: {"model": s.ErrorResponse, "description": "no model loaded yet"}}
+INVALID: Responses = {422: {"model": s.ValidationErrorResponse, "description": "invalid input"}}
+TITLE_404: Responses = {404: {"model": s.TitleNotFoundResponse, "description": "unknown title"}}
+TITLES_404: Responses = {404: {"model": s.UnknownTitlesResponse, "description": "unknown title(s)"}}
 TitleRefPath = Annotated[
     str, Path(max_length=200, description="IMDb id (tt0114709) or MovieLens id (1)")
 ]

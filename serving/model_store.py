@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from recommender_lib.bundle.format import MANIFEST_FILE, BundleError, read_manifest
+from recommender_lib.registry.client import Registry
 from serving.logs import LOGGER_NAME, log_event
 from serving.view import ServingView
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
-
     from serving.settings import ServingSettings
 
 logger = logging.getLogger(f"{LOGGER_NAME}.model_store")
@@ -48,8 +47,12 @@ class Candidate:
 
 class BundleSource(Protocol):
     kind: str  # "mlflow" or "directory"
-    model_name: str | None
-    alias: str | None
+
+    @property
+    def model_name(self) -> str | None: ...
+
+    @property
+    def alias(self) -> str | None: ...
 
     def resolve(self) -> Candidate: ...
 
@@ -68,34 +71,18 @@ class RegistrySource:
         self.model_name = model_name
         self.alias = alias
         self.cache_dir = Path(cache_dir)
-        self._client: MlflowClient | None = None
+        self.registry = Registry(tracking_uri, model_name)  # contacts MLflow on first use
         self._dir_name = re.compile(re.escape(model_name) + r"-v\d+")
 
-    def _mlflow(self) -> MlflowClient:
-        if self._client is None:
-            from mlflow import MlflowClient
-
-            uri = self.tracking_uri
-            self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-        return self._client
-
     def resolve(self) -> Candidate:
-        mv = self._mlflow().get_model_version_by_alias(self.model_name, self.alias)
-        bundle_version = (mv.tags or {}).get("bundle_version")
-        return Candidate(f"{mv.version}:{bundle_version}", bundle_version, str(mv.version))
+        mv = self.registry.resolve(f"@{self.alias}")
+        return Candidate(f"{mv.version}:{mv.bundle_version}", mv.bundle_version, mv.version)
 
     def fetch(self, candidate: Candidate) -> Path:
-        from recommender_lib.registry.client import download_bundle
-
         dest = self.cache_dir / f"{self.model_name}-v{candidate.registry_version}"
         if _cached(dest, candidate.bundle_version):
             return dest  # from an earlier run; Recommender.load verifies every file again
-        return download_bundle(
-            f"models:/{self.model_name}/{candidate.registry_version}",
-            tracking_uri=self.tracking_uri,
-            model_name=self.model_name,
-            dest=dest,
-        )
+        return self.registry.download_bundle(str(candidate.registry_version), dest)
 
     def prune(self, keep: set[Path]) -> None:
         """Delete the cached bundles of this model that are not in `keep`."""

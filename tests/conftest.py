@@ -1,11 +1,17 @@
-"""Shared fixtures: generated sample mirrors, the real MovieLens copy, a temp Dagster instance."""
+"""Shared fixtures: generated sample mirrors, the real MovieLens copy, a temp Dagster instance
+and the platform under test (settings for a temp folder + a mirror, `build_defs`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.support.platform import Platform
 
 SHARED_MOVIELENS = Path(__file__).resolve().parents[2] / "shared" / "data" / "movielens"
 
@@ -33,3 +39,11 @@ def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     home.mkdir()
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     yield home
+
+
+@pytest.fixture
+def make_platform(tmp_path: Path) -> Callable[..., Platform]:
+    """`build_platform` for this test's `tmp_path`: `make_platform(mirror, env=..., ...)`."""
+    from tests.support.platform import build_platform  # Dagster loads only for tests that ask
+
+    return partial(build_platform, tmp_path)

@@ -323,7 +323,8 @@ def test_evaluate_all_one_row_per_model() -> None:
 
 @pytest.mark.shared_data
 def test_real_movielens_p1_anchors(shared_movielens: Path) -> None:
-    """DESIGN.md §6 reference points on ml-latest-small, P1, baselines fit on train+validation."""
+    """docs/architecture.md §6 reference points on ml-latest-small, P1, baselines fit on
+    train+validation."""
     conn = warehouse.connect(":memory:")
     release = shared_movielens / "ml-latest-small"
     warehouse.load_movielens_ratings(conn, release)

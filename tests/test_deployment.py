@@ -392,16 +392,14 @@ def deployment_probe() -> int:
 
 @pytest.mark.slow
 def test_materialize_against_real_postgres(
-    postgres_server: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    postgres_server: dict[str, str], dagster_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from dagster._core.launcher import DefaultRunLauncher
     from dagster._core.run_coordinator import QueuedRunCoordinator
 
     for key, value in postgres_server.items():
         monkeypatch.setenv(key, value)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    home = dagster_home
     shutil.copy(POSTGRES_YAML, home / "dagster.yaml")
 
     with dg.DagsterInstance.from_config(str(home)) as instance:

@@ -19,15 +19,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from recommender_lib.sources import download, formats
-from recommender_lib.sources.download import (
-    DownloadError,
-    DownloadProgress,
-    FetchedFile,
-    current_version,
-    fetch_versioned,
-)
+from recommender_lib.sources import formats, raw_store, transfer
+from recommender_lib.sources.download import fetch_versioned
 from recommender_lib.sources.integrity import IntegrityError, verify_gzip_tsv, verify_movielens_zip
+from recommender_lib.sources.raw_store import FetchedFile, current_version
+from recommender_lib.sources.retry import DownloadError
+from recommender_lib.sources.transfer import DownloadProgress
 
 try:
     from tests.support.http_mirror import Fault, HttpMirror
@@ -254,7 +251,7 @@ def test_retention_never_deletes_the_current_version(
         mirror.put(BASICS, basics_gz(seed=day), mtime=datetime(2026, 11, day, tzinfo=UTC))
         names.append(fetch(mirror.url_for(BASICS)).version)
     (store / "CURRENT").write_text(names[0] + "\n")  # an operator rolled back
-    download._apply_retention(store, 1)
+    raw_store.apply_retention(store, 1)
     assert version_dirs(store) == [names[0], names[2]]
     assert current_version(store).version == names[0]  # type: ignore[union-attr]
 
@@ -527,7 +524,7 @@ def test_real_movielens_release_from_file_url(
 
 
 def test_progress_reports_increasing_bytes(mirror: HttpMirror, fetch: Fetch) -> None:
-    data = random.Random(1).randbytes(3 * download.CHUNK_SIZE + 123)
+    data = random.Random(1).randbytes(3 * transfer.CHUNK_SIZE + 123)
     mirror.put("blob.bin", data, mtime=T1)
     calls: list[DownloadProgress] = []
     got = fetch(mirror.url_for("blob.bin"), progress=calls.append, progress_every_s=0)
@@ -540,10 +537,10 @@ def test_progress_reports_increasing_bytes(mirror: HttpMirror, fetch: Fetch) -> 
 
 
 def test_progress_is_throttled(mirror: HttpMirror, fetch: Fetch) -> None:
-    mirror.put("blob.bin", b"x" * (3 * download.CHUNK_SIZE), mtime=T1)
+    mirror.put("blob.bin", b"x" * (3 * transfer.CHUNK_SIZE), mtime=T1)
     calls: list[DownloadProgress] = []
     fetch(mirror.url_for("blob.bin"), progress=calls.append, progress_every_s=60)
-    assert [c.bytes_done for c in calls] == [3 * download.CHUNK_SIZE]  # only the final call
+    assert [c.bytes_done for c in calls] == [3 * transfer.CHUNK_SIZE]  # only the final call
 
 
 def test_stale_temp_files_are_swept(mirror: HttpMirror, fetch: Fetch, store: Path) -> None:

@@ -18,17 +18,8 @@ import httpx
 import mlflow
 import pytest
 
-from orchestration.assets.features import feature_assets, feature_checks
-from orchestration.assets.model import model_assets, model_checks
-from orchestration.assets.raw import raw_assets
-from orchestration.assets.registry import registry_assets, registry_checks
-from orchestration.assets.warehouse import warehouse_assets
-from orchestration.checks import warehouse_checks
-from orchestration.jobs import full_refresh_job
-from orchestration.resources import default_resources
 from orchestration.sensors import imdb_dump_sensor
-from recommender_lib.config import Settings
-from recommender_lib.registry import client as registry
+from recommender_lib.registry.client import Registry
 from recommender_lib.sources.formats import IMDB_RATINGS_FILE
 from serving.app import create_app
 from serving.model_store import ModelStore
@@ -106,35 +97,21 @@ class RequestLoop:
 
 
 def test_new_dumps_reach_the_api_and_bad_data_never_does(
-    sample_mirror, tmp_path: Path, dagster_home: Path
+    sample_mirror, tmp_path: Path, dagster_home: Path, make_platform
 ) -> None:
     www = copy_mirror(sample_mirror.root, tmp_path / "www")
     _set_mtime(www, datetime(2026, 11, 20, tzinfo=UTC))
     with HttpMirror(www) as mirror:
-        env = {
-            "CINE_DATA_DIR": str(tmp_path / "data"),
-            "CINE_IMDB_BASE_URL": f"{mirror.base_url}/imdb",
-            "CINE_MOVIELENS_URL": mirror.url_for("movielens/ml-latest-small.zip"),
-            "CINE_RELOAD_INTERVAL_S": "0.2",
-        }
-        settings = Settings.from_env(env)
-        resources = default_resources(settings)
-        defs = dg.Definitions(
-            assets=[*raw_assets, *warehouse_assets, *feature_assets, *model_assets,
-                    *registry_assets],
-            asset_checks=[*warehouse_checks, *feature_checks, *model_checks, *registry_checks],
-            jobs=[full_refresh_job],
-            resources=resources,
-            executor=dg.in_process_executor,
-        )  # fmt: skip
-        job = defs.resolve_job_def("full_refresh")
+        platform = make_platform(mirror, env={"CINE_RELOAD_INTERVAL_S": "0.2"})
+        settings, env = platform.settings, platform.env
+        job = platform.defs.resolve_job_def("full_refresh")
         instance = dg.DagsterInstance.get()
         cursor: str | None = None
 
         def tick() -> list[dg.RunRequest]:
             nonlocal cursor
             context = dg.build_sensor_context(
-                cursor=cursor, resources={"raw_sources": resources["raw_sources"]}
+                cursor=cursor, resources={"raw_sources": platform.resource("raw_sources")}
             )
             output = imdb_dump_sensor(context)
             if isinstance(output, dg.SensorResult):
@@ -148,7 +125,7 @@ def test_new_dumps_reach_the_api_and_bad_data_never_does(
             )
 
         def champion() -> str | None:
-            info = registry.champion(settings.mlflow_tracking_uri, registry.DEFAULT_MODEL_NAME)
+            info = Registry.from_settings(settings).champion()
             return None if info is None else info.version
 
         # v1: the first tick finds nothing trained yet.
@@ -197,7 +174,7 @@ def test_new_dumps_reach_the_api_and_bad_data_never_does(
             }
             assert not {"two_tower_model", "model_version", "champion"} & materialized
             assert champion() == "2"
-            assert len(registry.list_versions(settings.mlflow_tracking_uri, "cine-reco")) == 2
+            assert len(Registry(settings.mlflow_tracking_uri, "cine-reco").list_versions()) == 2
             # One MLflow run per run that trained (v1, v2); the v3 run trained nothing.
             client = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
             experiment = client.get_experiment_by_name("cine-reco")

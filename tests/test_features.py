@@ -11,7 +11,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender_lib.modeling import features as F
+from recommender_lib.modeling.features import users as feature_users
+from recommender_lib.modeling.features.fit import fit_feature_transform
+from recommender_lib.modeling.features.items import (
+    ItemFeatures,
+    build_item_features,
+    training_item_rows,
+    unknown_item_row,
+)
+from recommender_lib.modeling.features.transform import FeatureTransform
+from recommender_lib.modeling.features.users import (
+    empty_user_features,
+    training_user_features,
+    user_feature_matrix,
+    user_features_from_ratings,
+    user_row_chunks,
+)
 from recommender_lib.modeling.splits import P1, load_split
 from recommender_lib.sources.formats import IMDB_BASICS_COLUMNS, IMDB_RATINGS_COLUMNS
 from recommender_lib.warehouse import tables as warehouse
@@ -35,8 +50,8 @@ def sample_conn(sample_mirror, tmp_path_factory) -> duckdb.DuckDBPyConnection:
 @pytest.fixture(scope="module")
 def fitted(sample_conn):
     train = load_split(sample_conn, P1, "train")
-    transform = F.fit_feature_transform(sample_conn, train, **SMALL)
-    items = F.build_item_features(sample_conn, train, transform)
+    transform = fit_feature_transform(sample_conn, train, **SMALL)
+    items = build_item_features(sample_conn, train, transform)
     return train, transform, items
 
 
@@ -50,15 +65,15 @@ def test_features_come_from_train_alone(sample_conn, fitted) -> None:
         "make_timestamp(1600000000::BIGINT * 1000000) FROM movielens_movies LIMIT 50"
     )
     try:
-        again = F.fit_feature_transform(conn, train, **SMALL)
-        items2 = F.build_item_features(conn, train, again)
+        again = fit_feature_transform(conn, train, **SMALL)
+        items2 = build_item_features(conn, train, again)
     finally:
         conn.execute("DELETE FROM movielens_ratings WHERE user_id = 999999")
     assert again.to_json() == transform.to_json()
     np.testing.assert_array_equal(items2.matrix, items.matrix)
     np.testing.assert_array_equal(items2.latent, items.latent)
     # ...while the train split itself does matter.
-    fewer = F.build_item_features(sample_conn, train.iloc[: len(train) // 2], transform)
+    fewer = build_item_features(sample_conn, train.iloc[: len(train) // 2], transform)
     assert not np.array_equal(fewer.matrix, items.matrix)
 
 
@@ -95,25 +110,24 @@ def test_serving_vector_equals_training_vector(fitted) -> None:
     train, transform, items = fitted
     user = int(train["user_id"].value_counts().index[0])
     mine = train[train["user_id"] == user].sort_values(["rating_ts", "movie_id"])
-    served = F.user_features_from_ratings(mine[["movie_id", "rating", "rating_ts"]], items,
-                                          transform)  # fmt: skip
-    users, matrix = F.user_feature_matrix(train, items, transform)
+    served = user_features_from_ratings(mine[["movie_id", "rating", "rating_ts"]], items, transform)
+    users, matrix = user_feature_matrix(train, items, transform)
     np.testing.assert_array_equal(served, matrix[np.searchsorted(users, user)])
-    full = F.training_user_features(train, items, transform, "full")
+    full = training_user_features(train, items, transform, "full")
     rows = np.flatnonzero(train["user_id"].to_numpy() == user)
     np.testing.assert_array_equal(full[rows], np.tile(served, (len(rows), 1)))
     # prefix: the features of each rating come from the ratings before it, nothing else.
-    prefix = F.training_user_features(train, items, transform, "prefix")
-    loo = F.training_user_features(train, items, transform, "loo")
+    prefix = training_user_features(train, items, transform, "prefix")
+    loo = training_user_features(train, items, transform, "loo")
     for p in (0, 1, 2, len(mine) // 2, len(mine) - 1):
         row = mine.index[p]
-        before = F.user_features_from_ratings(mine.iloc[:p], items, transform)
+        before = user_features_from_ratings(mine.iloc[:p], items, transform)
         np.testing.assert_allclose(prefix[row], before, atol=1e-5)
-        others = F.user_features_from_ratings(mine.drop(index=row), items, transform)
+        others = user_features_from_ratings(mine.drop(index=row), items, transform)
         np.testing.assert_allclose(loo[row], others, atol=1e-5)
     # input order does not matter
     shuffled = mine.sample(frac=1.0, random_state=1)
-    np.testing.assert_array_equal(F.user_features_from_ratings(shuffled, items, transform), served)
+    np.testing.assert_array_equal(user_features_from_ratings(shuffled, items, transform), served)
 
 
 def test_prefix_features_never_see_the_target(fitted) -> None:
@@ -121,70 +135,70 @@ def test_prefix_features_never_see_the_target(fitted) -> None:
     changed = train.copy()
     rows = changed.groupby("user_id").tail(1).index  # every user's latest rating
     changed.loc[rows, "rating"] = np.where(changed.loc[rows, "rating"] > 3, 0.5, 5.0)
-    a = F.training_user_features(train, items, transform, "prefix")
-    b = F.training_user_features(changed, items, transform, "prefix")
+    a = training_user_features(train, items, transform, "prefix")
+    b = training_user_features(changed, items, transform, "prefix")
     np.testing.assert_array_equal(a[rows], b[rows])
 
 
 def test_user_row_chunks_hold_whole_users() -> None:
     users = np.random.default_rng(0).integers(0, 40, size=1_000)
-    chunks = F.user_row_chunks(users, 100)
+    chunks = user_row_chunks(users, 100)
     np.testing.assert_array_equal(np.sort(np.concatenate(chunks)), np.arange(len(users)))
     assert len(chunks) > 5
     owners = [set(users[c].tolist()) for c in chunks]
     assert all(not (a & b) for i, a in enumerate(owners) for b in owners[i + 1 :])
     assert all(len(c) < 100 + np.bincount(users).max() for c in chunks)
-    only = F.user_row_chunks(users, len(users))
+    only = user_row_chunks(users, len(users))
     assert len(only) == 1 and (only[0] == np.arange(len(users))).all()
 
 
 def test_chunked_and_blocked_user_features_are_exact(fitted, monkeypatch) -> None:
     """Per-user chunks (streamed training) and row blocks give the unchunked values, bit for bit."""
     train, transform, items = fitted
-    whole = {s: F.training_user_features(train, items, transform, s) for s in ("prefix", "loo")}
-    users, served = F.user_feature_matrix(train, items, transform)
-    chunks = F.user_row_chunks(train["user_id"].to_numpy(), 1_500)
+    whole = {s: training_user_features(train, items, transform, s) for s in ("prefix", "loo")}
+    users, served = user_feature_matrix(train, items, transform)
+    chunks = user_row_chunks(train["user_id"].to_numpy(), 1_500)
     assert len(chunks) > 2
     for rows in chunks:
-        part = F.training_user_features(train.iloc[rows], items, transform, "prefix")
+        part = training_user_features(train.iloc[rows], items, transform, "prefix")
         np.testing.assert_array_equal(part, whole["prefix"][rows])
-    monkeypatch.setattr(F, "FEATURE_BLOCK_ROWS", 1_000)
-    monkeypatch.setattr(F, "USER_CHUNK_ROWS", 1_500)
+    monkeypatch.setattr(feature_users, "FEATURE_BLOCK_ROWS", 1_000)
+    monkeypatch.setattr(feature_users, "USER_CHUNK_ROWS", 1_500)
     for scheme, expected in whole.items():
-        got = F.training_user_features(train, items, transform, scheme)  # type: ignore[arg-type]
+        got = training_user_features(train, items, transform, scheme)  # type: ignore[arg-type]
         np.testing.assert_array_equal(got, expected)
-    users_c, served_c = F.user_feature_matrix(train, items, transform)
+    users_c, served_c = user_feature_matrix(train, items, transform)
     np.testing.assert_array_equal(users_c, users)
     np.testing.assert_array_equal(served_c, served)
 
 
 def test_cold_start_vectors(fitted) -> None:
     train, transform, items = fitted
-    empty = F.user_features_from_ratings(train.iloc[:0], items, transform)
-    np.testing.assert_array_equal(empty, F.empty_user_features(transform))
+    empty = user_features_from_ratings(train.iloc[:0], items, transform)
+    np.testing.assert_array_equal(empty, empty_user_features(transform))
     assert empty.shape == (len(transform.user_columns),)
     movie = int(items.item_ids[0])
-    one = F.user_features_from_ratings(
+    one = user_features_from_ratings(
         pd.DataFrame({"movie_id": [movie], "rating": [5.0], "rating_ts": [1_500_000_000]}),
         items,
         transform,
     )
     assert np.isfinite(one).all() and not np.array_equal(one, empty)
     assert one[transform.user_columns.index("u_bias")] > 0
-    unknown = F.user_features_from_ratings(
+    unknown = user_features_from_ratings(
         pd.DataFrame({"movie_id": [-42], "rating": [4.0], "rating_ts": [1_500_000_000]}),
         items,
         transform,
     )
     assert np.isfinite(unknown).all()
     # with user_ids, users without ratings get the empty vector
-    _, matrix = F.user_feature_matrix(train, items, transform, np.array([-1, 10**9]))
+    _, matrix = user_feature_matrix(train, items, transform, np.array([-1, 10**9]))
     np.testing.assert_array_equal(matrix, np.tile(empty, (2, 1)))
 
 
 def test_training_item_rows_leave_the_target_out(fitted) -> None:
     train, transform, items = fitted
-    rows = F.training_item_rows(train, items, transform)
+    rows = training_item_rows(train, items, transform)
     col = transform.item_columns.index
     idx = items.index_of(train["movie_id"].to_numpy())
     n = items.count[idx] - 1.0
@@ -201,18 +215,18 @@ def test_transform_json_round_trip(fitted, tmp_path: Path) -> None:
     train, transform, items = fitted
     text = transform.to_json()
     json.loads(text)  # plain JSON
-    back = F.FeatureTransform.from_json(text)
+    back = FeatureTransform.from_json(text)
     assert back == transform
     np.testing.assert_array_equal(
-        F.user_feature_matrix(train, items, back)[1],
-        F.user_feature_matrix(train, items, transform)[1],
+        user_feature_matrix(train, items, back)[1],
+        user_feature_matrix(train, items, transform)[1],
     )
     items.to_npz(tmp_path / "items.npz")
-    loaded = F.ItemFeatures.from_npz(tmp_path / "items.npz")
-    for name in F.ItemFeatures.ARRAYS:
+    loaded = ItemFeatures.from_npz(tmp_path / "items.npz")
+    for name in ItemFeatures.ARRAYS:
         np.testing.assert_array_equal(getattr(loaded, name), getattr(items, name))
     with pytest.raises(ValueError, match="version"):
-        F.FeatureTransform.from_json(text.replace('"version": 1', '"version": 99'))
+        FeatureTransform.from_json(text.replace('"version": 1', '"version": 99'))
 
 
 def _tsv_gz(path: Path, header: tuple[str, ...], rows: list[str]) -> Path:
@@ -247,15 +261,15 @@ def test_unknown_genres_missing_imdb_and_imdb_only_titles(tmp_path: Path) -> Non
     warehouse.load_movielens_release(conn, ml)
     train = conn.execute("SELECT * FROM movielens_ratings").df()
     # Without IMDb at all (as on real MovieLens here): indicators, no failure.
-    t0 = F.fit_feature_transform(conn, train, latent_dim=2)
-    i0 = F.build_item_features(conn, train, t0)
+    t0 = fit_feature_transform(conn, train, latent_dim=2)
+    i0 = build_item_features(conn, train, t0)
     assert (i0.matrix[:, t0.item_columns.index("imdb_missing")] == 1).all()
     assert np.isfinite(i0.matrix).all()
 
     warehouse.load_imdb_titles(conn, basics, ratings)
-    t = F.fit_feature_transform(conn, train, latent_dim=2)
+    t = fit_feature_transform(conn, train, latent_dim=2)
     build_catalog(conn, CatalogFilters(title_types=("movie", "tvMovie"), min_votes=100))
-    items = F.build_item_features(conn, train, t, catalog_table=CATALOG)
+    items = build_item_features(conn, train, t, catalog_table=CATALOG)
     col = t.item_columns.index
     row = {int(i): items.matrix[j] for j, i in enumerate(items.item_ids)}
     assert set(row) == {1, 2, 3, imdb_only_item_id("tt0000007")}  # no episodes
@@ -270,5 +284,5 @@ def test_unknown_genres_missing_imdb_and_imdb_only_titles(tmp_path: Path) -> Non
     assert imdb_only[col("genre:Children")] == 1 and imdb_only[col("genre_other")] == 1
     assert imdb_only[col("ml_unrated")] == 1 and imdb_only[col("imdb_missing")] == 0
     assert np.isfinite(items.matrix).all()
-    unknown = F.unknown_item_row(t)
+    unknown = unknown_item_row(t)
     assert unknown[col("ml_unrated")] == 1 and unknown[col("genre_none")] == 1

@@ -2,56 +2,43 @@
 
 from pathlib import Path
 
-import dagster as dg
 import mlflow
 import pytest
 
-from orchestration.assets.features import feature_assets, feature_checks
-from orchestration.assets.model import model_assets, model_checks
-from orchestration.assets.raw import raw_assets
-from orchestration.assets.registry import registry_assets, registry_checks
-from orchestration.assets.warehouse import warehouse_assets
-from orchestration.checks import warehouse_checks
-from orchestration.resources import (
-    ArtifactStoreResource,
-    RawSourcesResource,
-    RegistryResource,
-    WarehouseResource,
-    mlflow_tracking,
-)
-from recommender_lib.registry import client as registry
+from orchestration.resources import RegistryResource
+from recommender_lib.config import ENV_MLFLOW_TRACKING_URI
+from recommender_lib.registry.client import Registry
+from recommender_lib.registry.tracking import DEFAULT_EXPERIMENT
+from tests.support.platform import Platform, build_platform
 
 TINY_MODEL = {"epochs": 2, "embedding_dim": 8, "tower_units": [16], "head_units": [16]}
 NO_RANKING_GATE = {"ndcg_ratio": 0.0, "cold_ndcg_ratio": 0.0}  # a 2-epoch model on tiny data
 
 
-def _resources(tmp_path: Path, mirror_root: Path) -> dict[str, object]:
-    return {
-        "raw_sources": RawSourcesResource(
-            imdb_base_url=(mirror_root / "imdb").as_uri(),
-            movielens_url=(mirror_root / "movielens" / "ml-latest-small.zip").as_uri(),
-            raw_dir=str(tmp_path / "raw"),
-        ),
-        "warehouse_db": WarehouseResource(database=str(tmp_path / "warehouse.duckdb")),
-        "artifacts": ArtifactStoreResource(root=str(tmp_path / "artifacts")),
-        "model_registry": RegistryResource(
-            tracking_uri=_uri(tmp_path),
-            model_name="test-model",
-            bundle_root=str(tmp_path / "bundles"),
-            promotion_log=str(tmp_path / "promotions.jsonl"),
-        ),
-        "mlflow": mlflow_tracking.configured(
-            {
-                "experiment_name": "test",
-                "mlflow_tracking_uri": _uri(tmp_path),
-                "artifact_root": str(tmp_path / "mlartifacts"),
-            }
-        ),
-    }
+def _platform(tmp_path: Path, mirror_root: Path) -> Platform:
+    """The platform reading `mirror_root`, tracking in `_uri` and registering `test-model`."""
+    return build_platform(
+        tmp_path,
+        mirror_root,
+        env={ENV_MLFLOW_TRACKING_URI: _uri(tmp_path)},
+        resource_overrides={
+            "model_registry": RegistryResource(
+                tracking_uri=_uri(tmp_path),
+                model_name="test-model",
+                bundle_root=str(tmp_path / "bundles"),
+                promotion_log=str(tmp_path / "promotions.jsonl"),
+            )
+        },
+    )
 
 
 def _uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def _registry(tmp_path: Path) -> Registry:
+    """The registry the runs of `_platform(tmp_path, ...)` register into and promote in."""
+    return Registry(_uri(tmp_path), "test-model", tmp_path / "promotions.jsonl")
 
 
 def _run(
@@ -66,19 +53,12 @@ def _run(
         ops["model_evaluation_beats_baselines"] = {"config": gate}
     if tolerance is not None:
         ops["model_version_not_worse_than_champion"] = {"config": {"tolerance": tolerance}}
-    return dg.materialize(
-        [*raw_assets, *warehouse_assets, *warehouse_checks, *feature_assets, *feature_checks,
-         *model_assets, *model_checks, *registry_assets, *registry_checks],
-        resources=_resources(tmp_path, mirror_root),
-        run_config={"ops": ops},
-        instance=dg.DagsterInstance.ephemeral(),
-        raise_on_error=False,
-    )  # fmt: skip
+    return _platform(tmp_path, mirror_root).materialize(run_config={"ops": ops})
 
 
 def _runs(tmp_path: Path) -> list:
     client = mlflow.MlflowClient(tracking_uri=_uri(tmp_path))
-    experiment = client.get_experiment_by_name("test")
+    experiment = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
     return client.search_runs([experiment.experiment_id])
 
 
@@ -120,7 +100,7 @@ def test_worse_than_baseline_model_is_blocked(sample_mirror, tmp_path: Path) -> 
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "model_evaluation" in materialized
     assert not {"model_version", "champion"} & materialized
-    assert registry.champion(_uri(tmp_path), "test-model") is None
+    assert _registry(tmp_path).champion() is None
     assert [r.info.status for r in _runs(tmp_path)] == ["FINISHED"]  # ended, not left RUNNING
 
 
@@ -128,7 +108,7 @@ def test_worse_than_baseline_model_is_blocked(sample_mirror, tmp_path: Path) -> 
 def test_registry_promotion_and_a_blocked_second_version(sample_mirror, tmp_path: Path) -> None:
     first = _run(tmp_path, sample_mirror.root, TINY_MODEL, gate=NO_RANKING_GATE)
     assert first.success
-    champ = registry.champion(_uri(tmp_path), "test-model")
+    champ = _registry(tmp_path).champion()
     assert champ is not None and champ.version == "1"
     assert champ.tags["dagster_run_id"] == first.run_id
     assert any(k.startswith("metric.P1.two_tower.") for k in champ.tags)
@@ -140,10 +120,10 @@ def test_registry_promotion_and_a_blocked_second_version(sample_mirror, tmp_path
                   tolerance=-0.5)  # fmt: skip
     checks = {e.check_name: e.passed for e in second.get_asset_check_evaluations()}
     assert checks["serves_sane_answers"] is True and checks["not_worse_than_champion"] is False
-    versions = registry.list_versions(_uri(tmp_path), "test-model")
+    versions = _registry(tmp_path).list_versions()
     assert [v.version for v in versions] == ["1", "2"]
-    assert registry.champion(_uri(tmp_path), "test-model").version == "1"
-    log = registry.read_promotion_log(tmp_path / "promotions.jsonl")
+    assert _registry(tmp_path).champion().version == "1"
+    log = _registry(tmp_path).promotions()
     assert [(r.from_version, r.to_version, r.action) for r in log] == [(None, "1", "promote")]
     # Each run logged into its own single MLflow run, both ended.
     assert sorted(r.info.status for r in _runs(tmp_path)) == ["FINISHED", "FINISHED"]

@@ -7,14 +7,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from orchestration.assets.raw import raw_assets
 from orchestration.assets.warehouse import warehouse_assets
-from orchestration.checks import warehouse_checks
-from orchestration.resources import RawSourcesResource, WarehouseResource
-from recommender_lib.sources.download import current_version
+from orchestration.jobs import ingest_job
+from recommender_lib.sources.raw_store import current_version
 from recommender_lib.warehouse import tables as warehouse
 from tests.support.http_mirror import HttpMirror
 from tests.support.mirror_edit import copy_mirror, edit_gzip_lines, edit_zip_member, replace_field
+from tests.support.platform import Platform
 
 WAREHOUSE_TABLES = [a.key.to_user_string() for a in warehouse_assets]
 
@@ -24,30 +23,12 @@ def downstream_probe() -> None:
     """Stands for the feature assets: it must not run when a blocking check fails."""
 
 
-def _resources(tmp_path: Path, imdb_base_url: str, movielens_url: str) -> dict[str, object]:
-    return {
-        "raw_sources": RawSourcesResource(
-            imdb_base_url=imdb_base_url, movielens_url=movielens_url,
-            raw_dir=str(tmp_path / "raw"), retries=1, backoff_s=0.01,
-        ),
-        "warehouse_db": WarehouseResource(database=str(tmp_path / "warehouse.duckdb")),
-    }  # fmt: skip
-
-
-def _file_resources(tmp_path: Path, mirror_root: Path) -> dict[str, object]:
-    return _resources(
-        tmp_path,
-        (mirror_root / "imdb").as_uri(),
-        (mirror_root / "movielens" / "ml-latest-small.zip").as_uri(),
-    )
-
-
-def _materialize(resources: dict[str, object], instance: dg.DagsterInstance):
-    return dg.materialize(
-        [*raw_assets, *warehouse_assets, *warehouse_checks, downstream_probe],
-        resources=resources,
+def _materialize(platform: Platform, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    """The ingest job's assets and checks, plus the downstream probe."""
+    return platform.materialize(
+        ingest_job.selection | dg.AssetSelection.assets(downstream_probe),
+        extra_assets=[downstream_probe],
         instance=instance,
-        raise_on_error=False,
     )
 
 
@@ -99,13 +80,11 @@ def test_definitions_load() -> None:
         assert defs.resolve_job_def(job) is not None
 
 
-def test_materialize_raw_to_warehouse_over_http(sample_mirror, tmp_path: Path) -> None:
+def test_materialize_raw_to_warehouse_over_http(sample_mirror, make_platform) -> None:
     instance = dg.DagsterInstance.ephemeral()
     with HttpMirror(sample_mirror.root) as mirror:
-        resources = _resources(
-            tmp_path, mirror.url_for("imdb"), mirror.url_for("movielens/ml-latest-small.zip")
-        )
-        result = _materialize(resources, instance)
+        platform = make_platform(mirror)
+        result = _materialize(platform, instance)
         assert result.success
         assert _failed_checks(result) == set()
         assert _materialized(result) >= {*WAREHOUSE_TABLES, "downstream_probe"}
@@ -121,7 +100,7 @@ def test_materialize_raw_to_warehouse_over_http(sample_mirror, tmp_path: Path) -
         assert metadata["movielens_release"]["md5_verified"].value is True
 
         # A second run finds every source unchanged (conditional requests) and keeps versions.
-        again = _materialize(resources, instance)
+        again = _materialize(platform, instance)
         assert again.success
         meta2 = {
             e.asset_key.to_user_string(): e.materialization.metadata
@@ -172,11 +151,11 @@ def _bad_link(root: Path) -> None:
     ],
 )
 def test_failing_check_blocks_downstream(
-    sample_mirror, tmp_path: Path, craft, table: str, failing: set[str]
+    sample_mirror, tmp_path: Path, make_platform, craft, table: str, failing: set[str]
 ) -> None:
     root = copy_mirror(sample_mirror.root, tmp_path / "mirror")
     craft(root)
-    result = _materialize(_file_resources(tmp_path, root), dg.DagsterInstance.ephemeral())
+    result = _materialize(make_platform(root), dg.DagsterInstance.ephemeral())
 
     assert _failed_checks(result) == {(table, name) for name in failing}
     assert table in _materialized(result)  # the table loaded; its check failed
@@ -184,12 +163,12 @@ def test_failing_check_blocks_downstream(
     assert not result.success
 
 
-def test_row_count_drift_blocks_downstream(sample_mirror, tmp_path: Path) -> None:
+def test_row_count_drift_blocks_downstream(sample_mirror, tmp_path: Path, make_platform) -> None:
     root = copy_mirror(sample_mirror.root, tmp_path / "mirror")
-    resources = _file_resources(tmp_path, root)
+    platform = make_platform(root)
     instance = dg.DagsterInstance.ephemeral()
-    assert _materialize(resources, instance).success
-    good = current_version(tmp_path / "raw" / "movielens")
+    assert _materialize(platform, instance).success
+    good = current_version(platform.settings.raw_dir / "movielens")
 
     # The next release lost 70 % of its ratings: every row is valid, the count is not.
     edit_zip_member(
@@ -197,31 +176,31 @@ def test_row_count_drift_blocks_downstream(sample_mirror, tmp_path: Path) -> Non
         "ratings.csv",
         lambda lines: lines[: 1 + (len(lines) - 1) * 3 // 10],
     )
-    result = _materialize(resources, instance)
+    result = _materialize(platform, instance)
 
     assert _failed_checks(result) == {("movielens_ratings", "row_count_drift")}
     assert "downstream_probe" not in _materialized(result)
-    newer = current_version(tmp_path / "raw" / "movielens")
+    newer = current_version(platform.settings.raw_dir / "movielens")
     assert newer.version != good.version and good.path.exists()  # the old release is kept
 
 
 def test_corrupt_download_fails_the_raw_asset_and_keeps_previous(
-    sample_mirror, tmp_path: Path
+    sample_mirror, tmp_path: Path, make_platform
 ) -> None:
     root = copy_mirror(sample_mirror.root, tmp_path / "mirror")
-    resources = _file_resources(tmp_path, root)
+    platform = make_platform(root)
     instance = dg.DagsterInstance.ephemeral()
-    assert _materialize(resources, instance).success
-    store = tmp_path / "raw" / "imdb" / "title.basics"
+    assert _materialize(platform, instance).success
+    store = platform.settings.raw_dir / "imdb" / "title.basics"
     good = current_version(store)
 
     basics = root / "imdb" / "title.basics.tsv.gz"
     basics.write_bytes(basics.read_bytes()[: basics.stat().st_size // 2])  # truncated dump
-    result = _materialize(resources, instance)
+    result = _materialize(platform, instance)
 
     assert not result.success
     assert "imdb_title_basics" in {e.step_key for e in result.get_step_failure_events()}
     assert "imdb_titles" not in _materialized(result)
     assert current_version(store) == good and good.path.exists()
-    conn = warehouse.connect(tmp_path / "warehouse.duckdb", read_only=True)
+    conn = warehouse.connect(platform.settings.warehouse_path, read_only=True)
     assert warehouse.row_count(conn, "imdb_titles") > 0  # the previous table still stands

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from recommender_lib.engine import ranking
-from recommender_lib.engine.ranking import RankingEngine, RankingRule, UnknownRankingRuleError
+from recommender_lib.engine.ranking import RankingEngine
 from recommender_lib.evaluation import rule_choice
 from recommender_lib.evaluation.rule_choice import RankingProbe, choose_rule
 from recommender_lib.index.top_k import PAD
+from recommender_lib.modeling.two_tower.ranking_rule import RankingRule, UnknownRankingRuleError
 
 
 class LinearTowers:

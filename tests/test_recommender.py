@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from recommender_lib.bundle.format import RESERVED_FIELDS, BundleError, read_manifest, write_bundle
-from recommender_lib.engine.ranking import UnknownRankingRuleError
 from recommender_lib.engine.recommender import Recommender, UnknownTitleError, UnknownUserError
 from recommender_lib.evaluation.metrics import ranking_metrics
-from recommender_lib.evaluation.protocols import catalogue_items, ranking_evaluation
+from recommender_lib.evaluation.protocols import EngineRanking, catalogue_items, ranking_evaluation
 from recommender_lib.index.content_index import SimilarityFilters
-from recommender_lib.modeling.two_tower import META_FILE
+from recommender_lib.modeling.splits import release_ratings
+from recommender_lib.modeling.two_tower.ranking_rule import UnknownRankingRuleError
+from recommender_lib.modeling.two_tower.trained import META_FILE
 from recommender_lib.registry.promotion import regression_failures, smoke_failures
-from recommender_lib.workflow.training import release_ratings
 from tests.support.tiny_bundle import build_tiny_bundle, tiny_warehouse
 
 pytestmark = pytest.mark.slow
@@ -148,7 +148,7 @@ def test_promotion_gates(rec: Recommender) -> None:
 def test_the_evaluation_and_the_api_rank_identically(
     rec: Recommender, warehouse: duckdb.DuckDBPyConnection
 ) -> None:
-    """What `model_evaluation` measures (`rank_catalogue`, the engine the evaluation calls) is
+    """What `model_evaluation` measures (`EngineRanking`, the engine the evaluation calls) is
     what `recommend_for_user` serves, list for list, and so are the metrics."""
     history = release_ratings(warehouse)
     items = catalogue_items(warehouse)
@@ -158,7 +158,7 @@ def test_the_evaluation_and_the_api_rank_identically(
     for r, user in enumerate(users):
         mine = history.loc[history["user_id"] == user, "movie_id"]
         seen[r, np.searchsorted(items, mine.to_numpy())] = True
-    evaluated = rec.model.rank_catalogue(history, users, items, seen, 10)
+    evaluated = EngineRanking.of(rec.model, items).positions(history, users, seen, 10)
     served = {int(u): [i.item_id for i in rec.recommend_for_user(int(u), 10).items] for u in users}
     for r, user in enumerate(users):
         assert items[evaluated[r]].tolist() == served[int(user)]

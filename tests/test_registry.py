@@ -1,8 +1,9 @@
 """Model registry: register bundles, champion alias, promotion log, rollback and the CLI.
 
 Runs against a real SQLite MLflow store in a temp folder. Bundles are logged through the real
-`register_bundle` path once per module; tests that move aliases get their own registered model
-whose versions point at those logged models, so they do not depend on each other's order.
+`Registry.register_bundle` path once per module; tests that move aliases get their own
+registered model whose versions point at those logged models, so they do not depend on each
+other's order.
 """
 
 from __future__ import annotations
@@ -17,19 +18,9 @@ import pytest
 
 from recommender_lib.bundle.format import BundleError, read_manifest, write_bundle
 from recommender_lib.config import Settings
-from recommender_lib.registry.client import (
-    CHAMPION,
-    RegistryError,
-    champion,
-    default_promotion_log,
-    download_bundle,
-    list_versions,
-    main,
-    promote,
-    read_promotion_log,
-    register_bundle,
-    rollback,
-)
+from recommender_lib.registry.cli import main
+from recommender_lib.registry.client import CHAMPION, Registry, default_promotion_log
+from recommender_lib.registry.records import PromotionLog, RegistryError
 
 BASE = "cine-reco-test"
 _names = itertools.count(1)
@@ -58,9 +49,13 @@ class Store:
     registered: list  # RegisteredVersion of BASE versions 1, 2, 3
 
     def client(self):
+        """MLflow's client, for runs and for moving an alias behind the registry's back."""
         from mlflow import MlflowClient
 
         return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    def registry(self, model: str = BASE, log: Path | None = None) -> Registry:
+        return Registry(self.uri, model, log)
 
 
 def _make_bundle(root: Path, name: str, payload: bytes) -> Path:
@@ -88,11 +83,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
         uri = f"sqlite:///{root}/mlflow.db"
         bundles = {"a": _make_bundle(root, "a", b"weights-a"), "b": _make_bundle(root, "b", b"b")}
         registered = [
-            register_bundle(
+            Registry(uri, BASE).register_bundle(
                 bundles[key],
-                tracking_uri=uri,
                 python_model=_echo_model(),
-                model_name=BASE,
                 artifact_root=root / "artifacts",
                 tags={"trigger": f"test-{i}"},
                 pip_requirements=["mlflow"],
@@ -105,14 +98,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
 @pytest.fixture
 def model(store: Store) -> str:
     """A fresh registered model whose versions 1-3 are copies of BASE versions 1-3."""
-    client = store.client()
+    base = store.registry()
     name = f"fresh-{next(_names)}"
-    client.create_registered_model(name)
-    for mv in sorted(
-        client.search_model_versions(f"name = '{BASE}'"), key=lambda v: int(v.version)
-    ):
-        source = client.get_model_version_download_uri(BASE, mv.version)
-        client.create_model_version(name, source, run_id=mv.run_id, tags=dict(mv.tags))
+    fresh = store.registry(name)
+    for mv in base.list_versions():
+        fresh.add_version(base.artifact_uri(mv.version), run_id=mv.run_id, tags=mv.tags)
     return name
 
 
@@ -125,7 +115,7 @@ def test_register_twice_gives_two_tagged_versions(store: Store) -> None:
     assert first.bundle_version == second.bundle_version != third.bundle_version
     assert first.run_id != second.run_id
     assert first.model_uri == f"models:/{BASE}/1"
-    versions = list_versions(store.uri, BASE)
+    versions = store.registry().list_versions()
     assert [v.version for v in versions] == ["1", "2", "3"]
     tags = versions[0].tags
     assert tags["bundle_version"] == read_manifest(store.bundles["a"])["bundle_version"]
@@ -145,16 +135,15 @@ def test_register_resumes_given_run_and_restores_global_uri(store: Store) -> Non
     client = store.client()
     experiment = client.get_experiment_by_name("cine-reco")
     run = client.create_run(experiment.experiment_id)
-    registered = register_bundle(
+    resumed = store.registry("resumed")
+    registered = resumed.register_bundle(
         store.bundles["b"],
-        tracking_uri=store.uri,
         python_model=_echo_model(),
-        model_name="resumed",
         run_id=run.info.run_id,
         pip_requirements=["mlflow"],
     )
     assert registered.run_id == run.info.run_id
-    assert client.get_model_version("resumed", registered.version).run_id == run.info.run_id
+    assert resumed.resolve(registered.version).run_id == run.info.run_id
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
     assert (mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None) == before
     assert mlflow.active_run() is None
@@ -163,9 +152,7 @@ def test_register_resumes_given_run_and_restores_global_uri(store: Store) -> Non
 def test_register_refuses_invalid_bundle(store: Store, tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text("{")
     with pytest.raises(BundleError, match="bad manifest JSON"):
-        register_bundle(
-            tmp_path, tracking_uri=store.uri, python_model=_echo_model(), model_name="never"
-        )
+        store.registry("never").register_bundle(tmp_path, python_model=_echo_model())
 
 
 def test_failed_logging_marks_run_failed(store: Store) -> None:
@@ -177,11 +164,9 @@ def test_failed_logging_marks_run_failed(store: Store) -> None:
     unpicklable = _echo_model()
     unpicklable.lock = threading.Lock()
     with pytest.raises(Exception, match="serialize"):
-        register_bundle(
+        store.registry("broken").register_bundle(
             store.bundles["a"],
-            tracking_uri=store.uri,
             python_model=unpicklable,
-            model_name="broken",
             experiment_name="failures",
             artifact_root=store.root / "artifacts-failures",
             pip_requirements=["mlflow"],
@@ -192,13 +177,13 @@ def test_failed_logging_marks_run_failed(store: Store) -> None:
     assert run.info.status == "FAILED"
     assert mlflow.active_run() is None
     assert (mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None) == before
-    assert list_versions(store.uri, "broken") == []
+    assert store.registry("broken").list_versions() == []
 
 
 def test_logged_pyfunc_reads_bundle(store: Store) -> None:
     import mlflow.pyfunc
 
-    uri = store.client().get_model_version_download_uri(BASE, "3")
+    uri = store.registry().artifact_uri("3")
     loaded = mlflow.pyfunc.load_model(uri)
     assert loaded.predict([1, 2]) == [store.registered[2].bundle_version] * 2
 
@@ -207,18 +192,18 @@ def test_logged_pyfunc_reads_bundle(store: Store) -> None:
 
 
 def test_download_champion_bundle(store: Store, model: str, tmp_path: Path) -> None:
-    log = tmp_path / "promotions.jsonl"
-    promote(store.uri, model, "3", reason="better ndcg", actor="test", log_path=log)
+    registry = store.registry(model, tmp_path / "promotions.jsonl")
+    registry.promote("3", reason="better ndcg", actor="test")
     dest = tmp_path / "serving" / "current"
-    got = download_bundle(f"models:/{model}@champion", tracking_uri=store.uri, dest=dest)
+    got = store.registry().download_bundle(f"models:/{model}@champion", dest)
     assert got == dest
     assert read_manifest(dest)["bundle_version"] == store.registered[2].bundle_version
     assert (dest / "model" / "two_tower.keras").read_bytes() == b"b"
     # Re-download another version over it: replaced atomically, nothing left beside it.
-    download_bundle(f"models:/{model}/1", tracking_uri=store.uri, dest=dest)
+    store.registry().download_bundle(f"models:/{model}/1", dest)
     assert (dest / "model" / "two_tower.keras").read_bytes() == b"weights-a"
-    download_bundle("@champion", tracking_uri=store.uri, model_name=model, dest=dest)
-    download_bundle("2", tracking_uri=store.uri, model_name=model, dest=dest)
+    registry.download_bundle("@champion", dest)
+    registry.download_bundle("2", dest)
     assert [p.name for p in dest.parent.iterdir()] == ["current"]
 
 
@@ -227,29 +212,23 @@ def test_download_unknown_alias_or_version(
     store: Store, model: str, tmp_path: Path, ref: str
 ) -> None:
     with pytest.raises(RegistryError, match=r"has no (alias|version)"):
-        download_bundle(
-            ref.format(m=model), tracking_uri=store.uri, model_name=model, dest=tmp_path / "d"
-        )
+        store.registry(model).download_bundle(ref.format(m=model), tmp_path / "d")
     assert not (tmp_path / "d").exists()
 
 
 def test_tampered_artifact_store_copy_is_refused(store: Store, tmp_path: Path) -> None:
-    client = store.client()
-    registered = register_bundle(
-        store.bundles["a"],
-        tracking_uri=store.uri,
-        python_model=_echo_model(),
-        model_name="tampered",
-        pip_requirements=["mlflow"],
+    tampered = store.registry("tampered")
+    registered = tampered.register_bundle(
+        store.bundles["a"], python_model=_echo_model(), pip_requirements=["mlflow"]
     )
     dest = tmp_path / "current"
-    download_bundle(registered.model_uri, tracking_uri=store.uri, dest=dest)
-    location = client.get_model_version_download_uri("tampered", registered.version)
+    tampered.download_bundle(registered.model_uri, dest)
+    location = tampered.artifact_uri(registered.version)
     stored = Path(location.removeprefix("file://")) / "artifacts" / "a" / "vocab.txt"
     assert stored.is_file(), stored
     stored.write_text("tt0111162\n")
     with pytest.raises(BundleError, match=r"'vocab.txt' sha256 mismatch"):
-        download_bundle(registered.model_uri, tracking_uri=store.uri, dest=dest)
+        tampered.download_bundle(registered.model_uri, dest)
     assert (dest / "vocab.txt").read_text() == "tt0111161\n"  # previous copy untouched
     assert [p.name for p in tmp_path.iterdir()] == ["current"]
 
@@ -259,62 +238,66 @@ def test_tampered_artifact_store_copy_is_refused(store: Store, tmp_path: Path) -
 
 def test_promote_moves_alias_and_logs(store: Store, model: str, tmp_path: Path) -> None:
     log = tmp_path / "log" / "promotions.jsonl"
-    assert champion(store.uri, model) is None
-    first = promote(store.uri, model, "1", reason="first", actor="dagster run r1", log_path=log)
-    second = promote(store.uri, model, "2", reason="retrained", actor="alice", log_path=log)
+    registry = store.registry(model, log)
+    assert registry.champion() is None
+    first = registry.promote("1", reason="first", actor="dagster run r1")
+    second = registry.promote("2", reason="retrained", actor="alice")
     assert (first.from_version, first.to_version, first.action) == (None, "1", "promote")
     assert (second.from_version, second.to_version) == ("1", "2")
-    current = champion(store.client(), model)
+    current = registry.champion()
     assert current is not None and current.version == "2" and current.is_champion
     assert current.tags["promotion_reason"] == "retrained"
     assert current.tags["promoted_at"] == second.at
-    assert read_promotion_log(log) == [first, second]
-    assert [v.version for v in list_versions(store.uri, model) if v.is_champion] == ["2"]
+    assert registry.promotions() == [first, second]
+    assert [v.version for v in registry.list_versions() if v.is_champion] == ["2"]
     lines = log.read_text().splitlines()
     assert json.loads(lines[1])["actor"] == "alice"
 
 
 def test_promote_missing_version_keeps_champion(store: Store, model: str, tmp_path: Path) -> None:
     log = tmp_path / "promotions.jsonl"
-    promote(store.uri, model, "1", reason="first", actor="t", log_path=log)
+    registry = store.registry(model, log)
+    registry.promote("1", reason="first", actor="t")
     with pytest.raises(RegistryError, match="has no version '42'"):
-        promote(store.uri, model, "42", reason="typo", actor="t", log_path=log)
+        registry.promote("42", reason="typo", actor="t")
     with pytest.raises(RegistryError, match="already the champion"):
-        promote(store.uri, model, "1", reason="again", actor="t", log_path=log)
-    assert champion(store.uri, model).version == "1"
-    assert len(read_promotion_log(log)) == 1
+        registry.promote("1", reason="again", actor="t")
+    assert registry.champion().version == "1"
+    assert len(registry.promotions()) == 1
 
 
 def test_rollback_walks_back_through_promotions(store: Store, model: str, tmp_path: Path) -> None:
     log = tmp_path / "promotions.jsonl"
+    registry = store.registry(model, log)
     for version in ("1", "2", "3"):
-        promote(store.uri, model, version, reason=f"v{version}", actor="t", log_path=log)
-    back = rollback(store.uri, model, log_path=log, actor="oncall")
+        registry.promote(version, reason=f"v{version}", actor="t")
+    back = registry.rollback(actor="oncall")
     assert (back.from_version, back.to_version, back.action) == ("3", "2", "rollback")
     assert back.reason == "manual rollback"
-    assert champion(store.uri, model).version == "2"
-    assert rollback(store.uri, model, log_path=log, actor="oncall").to_version == "1"
+    assert registry.champion().version == "2"
+    assert registry.rollback(actor="oncall").to_version == "1"
     with pytest.raises(RegistryError, match="no champion before version 1"):
-        rollback(store.uri, model, log_path=log, actor="oncall")
-    explicit = rollback(store.uri, model, log_path=log, actor="oncall", to_version="3")
+        registry.rollback(actor="oncall")
+    explicit = registry.rollback(actor="oncall", to_version="3")
     assert (explicit.from_version, explicit.to_version) == ("1", "3")
-    assert [r.action for r in read_promotion_log(log)] == ["promote"] * 3 + ["rollback"] * 3
+    assert [r.action for r in registry.promotions()] == ["promote"] * 3 + ["rollback"] * 3
 
 
 def test_rollback_without_history(store: Store, model: str, tmp_path: Path) -> None:
     log = tmp_path / "promotions.jsonl"
+    registry = store.registry(model, log)
     with pytest.raises(RegistryError, match="no champion to roll back from"):
-        rollback(store.uri, model, log_path=log, actor="t")
+        registry.rollback(actor="t")
     store.client().set_registered_model_alias(model, CHAMPION, "2")  # moved outside the log
     with pytest.raises(RegistryError, match="records no champion before version 2"):
-        rollback(store.uri, model, log_path=log, actor="t")
-    assert champion(store.uri, model).version == "2"
+        registry.rollback(actor="t")
+    assert registry.champion().version == "2"
     assert not log.exists()
 
 
 def test_read_promotion_log(tmp_path: Path) -> None:
     log = tmp_path / "promotions.jsonl"
-    assert read_promotion_log(log) == []
+    assert PromotionLog(log).read() == []
     good = {
         "at": "2025-01-01T00:00:00+00:00",
         "model_name": "m",
@@ -326,10 +309,10 @@ def test_read_promotion_log(tmp_path: Path) -> None:
     }
     log.write_text(json.dumps(good) + "\n\n" + "{oops\n")
     with pytest.raises(RegistryError, match="line 3"):
-        read_promotion_log(log)
+        PromotionLog(log).read()
     log.write_text(json.dumps(good) + "\n" + json.dumps({**good, "action": "delete"}) + "\n")
     with pytest.raises(RegistryError, match="line 2"):
-        read_promotion_log(log)
+        PromotionLog(log).read()
 
 
 # --------------------------------------------------------------------------- CLI
@@ -371,7 +354,8 @@ def test_cli(
     code, out, _ = cli("log")
     assert code == 0 and len(out.splitlines()) == 4
     assert "bad canary" in out and "bob" in out
-    assert [r.action for r in read_promotion_log(log)] == ["promote", "promote", "rollback"]
+    actions = [r.action for r in store.registry(model, log).promotions()]
+    assert actions == ["promote", "promote", "rollback"]
     assert cli("rollback", "--to", "99")[0] == 1
 
 

@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 
 from orchestration.jobs import full_refresh_job
-from orchestration.policies import is_permanent_download_error, network_retry_policy
+from orchestration.policies import network_retry_policy
 from orchestration.resources import RawSourcesResource
 from orchestration.sensors import (
     IMDB_INTERVAL_S,
@@ -32,7 +32,7 @@ from orchestration.sensors import (
     sensor_interval_s,
     sensors,
 )
-from recommender_lib.sources.download import DownloadError, fetch_versioned
+from recommender_lib.sources.download import fetch_versioned
 from recommender_lib.sources.formats import (
     IMDB_BASICS_FILE,
     IMDB_RATINGS_FILE,
@@ -45,8 +45,10 @@ from recommender_lib.sources.probe import (
     md5_url_for,
     probe_source,
 )
+from recommender_lib.sources.retry import DownloadError, is_permanent_download_error
 from tests.support.http_mirror import Fault, HttpMirror
 from tests.support.mirror_edit import copy_mirror, edit_gzip_lines
+from tests.support.platform import MirrorUrls, build_platform
 
 BASICS = f"imdb/{IMDB_BASICS_FILE}"
 RATINGS = f"imdb/{IMDB_RATINGS_FILE}"
@@ -75,17 +77,14 @@ def mirror(www: Path) -> Iterator[HttpMirror]:
 
 
 def raw_sources(tmp_path: Path, imdb_base_url: str, movielens_url: str) -> RawSourcesResource:
-    return RawSourcesResource(
-        imdb_base_url=imdb_base_url,
-        movielens_url=movielens_url,
-        raw_dir=str(tmp_path / "raw"),
-        retries=0,
-        backoff_s=0.01,
+    """The platform's `raw_sources` resource for these URLs (raw store under `tmp_path`)."""
+    return build_platform(tmp_path, MirrorUrls(imdb_base_url, movielens_url)).resource(
+        "raw_sources"
     )
 
 
 def http_sources(tmp_path: Path, mirror: HttpMirror) -> RawSourcesResource:
-    return raw_sources(tmp_path, f"{mirror.base_url}/imdb", mirror.url_for(ML_ZIP))
+    return build_platform(tmp_path, mirror).resource("raw_sources")
 
 
 def evaluate(sensor: dg.SensorDefinition, raw: RawSourcesResource, cursor: str | None = None):
@@ -433,11 +432,10 @@ def test_permanent_download_errors_skip_the_retry_policy() -> None:
     assert not is_permanent_download_error(RuntimeError("bug"))
 
 
-def test_sensors_load_with_the_code_location(tmp_path: Path) -> None:
-    """The wiring definitions.py needs: sensors and schedule resolve against full_refresh."""
+def test_sensors_load_with_the_code_location() -> None:
+    """The code location's sensors and schedule resolve against full_refresh."""
     from orchestration.definitions import defs
 
-    merged = dg.Definitions.merge(defs, dg.Definitions(sensors=sensors, schedules=schedules))
-    repo = merged.get_repository_def()
+    repo = defs.get_repository_def()
     assert repo.get_sensor_def("imdb_dump_sensor").job_name == "full_refresh"
     assert repo.has_schedule_def("daily_refresh_schedule")

@@ -19,13 +19,11 @@ import pytest
 
 from recommender_lib.evaluation import served_quality
 from recommender_lib.evaluation.served_quality import (
-    HeldOut,
     ServedQualityError,
-    cold_user_ids,
     format_markdown,
-    make_release,
     measure_served,
 )
+from recommender_lib.evaluation.served_release import HeldOut, cold_user_ids, make_release
 from recommender_lib.modeling.splits import SplitConfig, build_splits, load_split
 from recommender_lib.sources import integrity
 from recommender_lib.warehouse import tables as warehouse

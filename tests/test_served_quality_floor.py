@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from recommender_lib.evaluation.served_quality import format_markdown, make_release, measure_served
+from recommender_lib.evaluation.served_quality import format_markdown, measure_served
+from recommender_lib.evaluation.served_release import make_release
 from recommender_lib.modeling.splits import build_splits
-from recommender_lib.modeling.two_tower import TwoTowerParams
+from recommender_lib.modeling.two_tower.params import TwoTowerParams
 from recommender_lib.warehouse import tables as warehouse
 from recommender_lib.warehouse.catalog import CatalogFilters, build_catalog
-from recommender_lib.workflow.pipeline import train_and_bundle
+from recommender_lib.workflow.steps import connection, train_and_bundle
 from serving.app import create_app
 from serving.model_store import DirectorySource, ModelStore
 from serving.settings import ServingSettings
@@ -30,7 +31,7 @@ def test_served_recommendations_beat_most_popular_on_removed_ratings(
     warehouse.load_movielens_release(conn, held.zip_path.parent / "ml-latest-small")
     build_splits(conn)
     build_catalog(conn, CatalogFilters())
-    bundle, _ = train_and_bundle(conn, TwoTowerParams(), tmp_path / "work", {})
+    bundle, _ = train_and_bundle(connection(conn), TwoTowerParams(), tmp_path / "work", {})
     store = ModelStore(DirectorySource(bundle))
     assert store.refresh() == "loaded"
     app = create_app(store, ServingSettings.from_env({"CINE_DATA_DIR": str(tmp_path)}), watch=False)

@@ -224,7 +224,7 @@ def test_real_movielens_matches_the_design_anchors(shared_movielens: Path) -> No
     conn = warehouse.connect(":memory:")
     warehouse.load_movielens_ratings(conn, shared_movielens / "ml-latest-small")
     counts = build_splits(conn)
-    # DESIGN.md §6: 80,419 train (validation carved from it) / 20,417 test.
+    # docs/architecture.md §6: 80,419 train (validation carved from it) / 20,417 test.
     assert counts["P1/train"] + counts["P1/validation"] == 80_419
     assert counts["P1/test"] == 20_417
     assert counts["P2/train"] + counts["P2/validation"] + counts["P2/cold"] == 100_836

@@ -10,17 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender_lib.engine.ranking import RankingEngine, RankingRule
+from recommender_lib.engine.ranking import RankingEngine
+from recommender_lib.evaluation.protocols import EngineRanking
+from recommender_lib.modeling.features.fit import fit_features
 from recommender_lib.modeling.splits import P1, load_split
-from recommender_lib.modeling.two_tower import (
-    TrainedTwoTower,
-    TwoTowerParams,
-    fit_features,
-    fit_two_tower,
-    train_two_tower,
-)
+from recommender_lib.modeling.two_tower.params import TwoTowerParams
+from recommender_lib.modeling.two_tower.ranking_rule import RankingRule
+from recommender_lib.modeling.two_tower.trained import TrainedTwoTower
+from recommender_lib.workflow.train import fit_two_tower, train_two_tower
 from tests.support.sample_warehouse import load_sample_warehouse
 
+TWO_TOWER_MODULES = ("params", "networks", "dataset", "fit", "trained", "ranking_rule")
 TINY = TwoTowerParams(
     embedding_dim=8, tower_units=(32,), head_units=(16,), epochs=3, patience=2, batch_size=256,
     latent_dim=4, cold_share=0.3, user_noise=0.1,
@@ -118,8 +118,8 @@ def test_save_load_round_trip(data, trained: TrainedTwoTower, tmp_path: Path) ->
     items = trained.items.item_ids
     exclude = np.zeros((len(users), len(items)), dtype=bool)
     np.testing.assert_array_equal(
-        loaded.rank_catalogue(history, users, items, exclude, 10),
-        trained.rank_catalogue(history, users, items, exclude, 10),
+        EngineRanking.of(loaded, items).positions(history, users, exclude, 10),
+        EngineRanking.of(trained, items).positions(history, users, exclude, 10),
     )
     np.testing.assert_array_equal(loaded.item_vectors(items)[0], trained.item_vectors(items)[0])
     assert loaded.ranking == trained.ranking
@@ -185,8 +185,11 @@ def test_params_round_trip() -> None:
 
 
 def test_import_does_not_load_tensorflow() -> None:
+    modules = [f"recommender_lib.modeling.two_tower.{m}" for m in TWO_TOWER_MODULES]
+    modules += [f"recommender_lib.modeling.features.{m}" for m in ("transform", "items", "users")]
+    modules += ["recommender_lib.modeling.features.fit", "recommender_lib.workflow.train"]
     code = (
-        "import sys, recommender_lib.modeling.two_tower, recommender_lib.modeling.features; "
+        f"import sys, {', '.join(modules)}; "
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

@@ -1,7 +1,7 @@
 """Features group: the catalogue, content vectors, evaluation splits and the item features of
 the evaluated model.
 
-Everything here is fitted on the TRAIN split only (DESIGN.md §6); the production model's
+Everything here is fitted on the TRAIN split only (docs/architecture.md §6); the production model's
 features (all ratings of the release) are built by `production_model` and `user_features`.
 """
 
@@ -16,15 +16,13 @@ from orchestration.assets.warehouse import (
     movielens_ratings,
 )
 from orchestration.checks import pandera_schema_check, row_count_drift_check, unique_key_check
-from orchestration.config import CatalogConfig, SplitsConfig
+from orchestration.config import CatalogConfig, FeaturesConfig, SplitsConfig
 from orchestration.metadata import frame_preview
 from orchestration.resources import WAREHOUSE_POOL, ArtifactStoreResource, WarehouseResource
-from recommender_lib.index.content import ContentFeatures
 from recommender_lib.modeling import splits
-from recommender_lib.modeling.two_tower import TwoTowerParams
 from recommender_lib.warehouse.catalog import build_catalog, load_catalog
 from recommender_lib.warehouse.schemas import CATALOG_SCHEMA
-from recommender_lib.workflow import training
+from recommender_lib.workflow import steps
 
 FEATURE_KINDS = {"python", "duckdb"}
 
@@ -45,32 +43,31 @@ def content_features(
     context: dg.AssetExecutionContext,
     warehouse_db: WarehouseResource,
     artifacts: ArtifactStoreResource,
-) -> str:
+) -> steps.ContentArtefact:
     """Per-title content vectors for the cosine index: genre multi-hot (unit length) and scaled
     year, runtime, IMDb rating and votes. Uses no ratings; the fitted transform is saved beside
-    the vectors as JSON. Returns the folder holding them."""
-    with warehouse_db.get_connection() as conn:
-        features = ContentFeatures.build(load_catalog(conn))
-    folder = features.save(artifacts.run_dir("content_features", context.run_id))
-    no_content = int((np.abs(features.vectors).sum(axis=1) == 0).sum())
+    the vectors as JSON."""
+    content = steps.content_features(
+        warehouse_db.get_connection, artifacts.run_dir("content_features", context.run_id)
+    )
     context.add_output_metadata(
         {
-            "dagster/row_count": len(features.item_ids),
-            "dimensions": features.vectors.shape[1],
-            "genres": dg.MetadataValue.json(features.transform.genres),
-            "titles_without_content": no_content,
-            "path": dg.MetadataValue.path(str(folder)),
+            "dagster/row_count": content.titles,
+            "dimensions": content.dimensions,
+            "genres": dg.MetadataValue.json(content.genres),
+            "titles_without_content": content.titles_without_content,
+            "path": dg.MetadataValue.path(str(content.folder)),
         }
     )
-    return str(folder)
+    return content
 
 
 @dg.asset_check(asset=content_features, blocking=True, additional_deps=[catalog])
 def content_vectors_complete(
-    content_features: str, warehouse_db: WarehouseResource
+    content_features: steps.ContentArtefact, warehouse_db: WarehouseResource
 ) -> dg.AssetCheckResult:
     """Every catalogue title has exactly one finite content vector."""
-    features = ContentFeatures.load(content_features)
+    features = content_features.load()
     with warehouse_db.get_connection() as conn:
         catalog_ids = load_catalog(conn)["item_id"].to_numpy(np.int64)
     aligned = np.array_equal(features.item_ids, catalog_ids)
@@ -102,28 +99,29 @@ def rating_splits(config: SplitsConfig, warehouse_db: WarehouseResource) -> dg.M
 )  # fmt: skip
 def item_features(
     context: dg.AssetExecutionContext,
+    config: FeaturesConfig,
     warehouse_db: WarehouseResource,
     artifacts: ArtifactStoreResource,
-) -> str:
+) -> steps.ItemFeaturesArtefact:
     """Feature rows of every catalogue title (genres, IMDb metadata, shrunk train statistics),
-    with the fitted transform saved beside them as JSON. Titles nobody rated get content-only
-    rows. Returns the folder holding both."""
-    with warehouse_db.get_connection() as conn:
-        transform, items = training.fit_protocol_features(conn, splits.P1, TwoTowerParams())
-    folder = training.save_item_features(
-        artifacts.run_dir("item_features", context.run_id), transform, items
+    with the fitted transform saved beside them as JSON; the run's feature settings, which the
+    model and its refit then adopt. Titles nobody rated get content-only rows."""
+    features = steps.item_features(
+        warehouse_db.get_connection,
+        config.to_lib(),
+        artifacts.run_dir("item_features", context.run_id),
     )
     context.add_output_metadata(
         {
-            "dagster/row_count": len(items),
-            "rated_titles": int((items.count > 0).sum()),
-            "columns": dg.MetadataValue.json(transform.item_columns),
-            "global_mean": transform.global_mean,
-            "path": dg.MetadataValue.path(str(folder)),
-            "preview": frame_preview(items.frame(transform)),
+            "dagster/row_count": features.titles,
+            "rated_titles": features.rated_titles,
+            "columns": dg.MetadataValue.json(features.columns),
+            "global_mean": features.global_mean,
+            "path": dg.MetadataValue.path(str(features.folder)),
+            "preview": frame_preview(features.preview),
         }
     )
-    return str(folder)
+    return features
 
 
 feature_assets = [catalog, content_features, rating_splits, item_features]

@@ -9,8 +9,8 @@ import dagster as dg
 from orchestration.metadata import fetched_file_metadata
 from orchestration.policies import network_retry_policy
 from orchestration.resources import RawSourcesResource
-from recommender_lib.sources.download import FetchedFile
 from recommender_lib.sources.formats import IMDB_BASICS_FILE, IMDB_HEADERS, IMDB_RATINGS_FILE
+from recommender_lib.sources.raw_store import FetchedFile
 
 RAW_KINDS = {"python", "file"}
 

@@ -10,7 +10,6 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 
 from orchestration.assets.features import catalog
 from orchestration.config import PromotionConfig
@@ -23,21 +22,13 @@ from orchestration.resources import (
 )
 from orchestration.tracking import tracked_step
 from recommender_lib.bundle.format import git_commit
-from recommender_lib.bundle.layout import (
-    ItemEmbeddings,
-    assemble_bundle,
-    catalog_frame,
-    model_manifest,
-)
 from recommender_lib.engine.recommender import Recommender
-from recommender_lib.index.content import ContentFeatures, build_content_index, save_content_index
-from recommender_lib.modeling.two_tower import TrainedTwoTower
-from recommender_lib.registry import client as registry
+from recommender_lib.evaluation.report import EvaluationReport
 from recommender_lib.registry.promotion import regression_failures, smoke_failures
 from recommender_lib.registry.pyfunc import BundlePyfunc
-from recommender_lib.warehouse import tables as warehouse
-from recommender_lib.warehouse.catalog import load_catalog
-from recommender_lib.workflow import training
+from recommender_lib.registry.records import RegisteredVersion
+from recommender_lib.warehouse.tables import source_versions
+from recommender_lib.workflow import steps
 
 SERVING_KINDS = {"python", "numpy"}
 
@@ -45,107 +36,98 @@ SERVING_KINDS = {"python", "numpy"}
 @dg.asset(group_name="model", kinds=SERVING_KINDS, pool=WAREHOUSE_POOL, deps=[catalog])
 def item_embeddings(
     context: dg.AssetExecutionContext,
-    production_model: str,
+    production_model: steps.ModelArtefact,
     warehouse_db: WarehouseResource,
     artifacts: ArtifactStoreResource,
-) -> str:
+) -> steps.ArrayArtefact:
     """The production model's item-tower embeddings and ranking biases of every catalogue title
-    — also of titles no MovieLens user rated (content-only cold start). Returns the `.npz`."""
-    model = TrainedTwoTower.load(production_model)
-    with warehouse_db.get_connection() as conn:
-        item_ids = load_catalog(conn)["item_id"].to_numpy(np.int64)
-    embeddings = ItemEmbeddings.from_model(model, item_ids)
-    path = embeddings.save(artifacts.run_dir("item_embeddings", context.run_id) / "items.npz")
-    rated = model.items.count[model.items.index_of(item_ids)] > 0
+    — also of titles no MovieLens user rated (content-only cold start)."""
+    embeddings = steps.item_embeddings(
+        warehouse_db.get_connection,
+        production_model,
+        artifacts.run_dir("item_embeddings", context.run_id) / "items.npz",
+    )
     context.add_output_metadata(
         {
-            "dagster/row_count": len(item_ids),
-            "dimensions": embeddings.vectors.shape[1],
-            "titles_without_ratings": int((~rated).sum()),
-            "path": dg.MetadataValue.path(str(path)),
+            "dagster/row_count": embeddings.rows,
+            "dimensions": embeddings.dimensions,
+            "titles_without_ratings": embeddings.extra["titles_without_ratings"],
+            "path": dg.MetadataValue.path(str(embeddings.path)),
         }
     )
-    return str(path)
+    return embeddings
 
 
 @dg.asset(group_name="model", kinds=SERVING_KINDS, pool=WAREHOUSE_POOL, deps=[catalog])
 def content_index(
     context: dg.AssetExecutionContext,
-    content_features: str,
+    content_features: steps.ContentArtefact,
     warehouse_db: WarehouseResource,
     artifacts: ArtifactStoreResource,
-) -> str:
+) -> steps.ContentIndexArtefact:
     """Normalised float32 content vectors + id order + filter columns (title type, year, votes,
-    genres) for exact cosine top-k. Returns the folder."""
-    features = ContentFeatures.load(content_features)
-    with warehouse_db.get_connection() as conn:
-        index = build_content_index(load_catalog(conn), features)
-    folder = save_content_index(
-        index, features.transform, artifacts.run_dir("content_index", context.run_id)
+    genres) for exact cosine top-k."""
+    index = steps.content_index(
+        warehouse_db.get_connection,
+        content_features,
+        artifacts.run_dir("content_index", context.run_id),
     )
     context.add_output_metadata(
         {
-            "dagster/row_count": len(index),
-            "dimensions": index.dim,
-            "genres": dg.MetadataValue.json(index.genre_vocab),
-            "title_types": dg.MetadataValue.json(index.title_type_vocab),
-            "path": dg.MetadataValue.path(str(folder)),
+            "dagster/row_count": index.titles,
+            "dimensions": index.dimensions,
+            "genres": dg.MetadataValue.json(index.genres),
+            "title_types": dg.MetadataValue.json(index.title_types),
+            "path": dg.MetadataValue.path(str(index.folder)),
         }
     )
-    return str(folder)
+    return index
 
 
 @dg.asset(group_name="registry", kinds={"mlflow"}, pool=WAREHOUSE_POOL)
 def model_version(
     context: dg.AssetExecutionContext,
-    production_model: str,
-    model_evaluation: training.EvaluationReport,
-    item_embeddings: str,
-    content_index: str,
-    user_features: str,
+    production_model: steps.ModelArtefact,
+    model_evaluation: EvaluationReport,
+    item_embeddings: steps.ArrayArtefact,
+    content_index: steps.ContentIndexArtefact,
+    user_features: steps.ArrayArtefact,
     warehouse_db: WarehouseResource,
     model_registry: RegistryResource,
     mlflow: dg.ResourceParam[LazyMlFlow],
-) -> registry.RegisteredVersion:
+) -> RegisteredVersion:
     """A new MLflow registered-model version carrying one self-contained serving bundle (model,
     embeddings, content index, catalogue metadata, transforms, manifest with sha256 of every
     file), tagged with its data versions and the evaluated recipe's metrics. The model is the
     production refit; every user of the release with all their ratings. Not yet champion: see
     `champion`."""
-    model = TrainedTwoTower.load(production_model)
     with warehouse_db.get_connection() as conn:
-        catalog_df = catalog_frame(load_catalog(conn), model)
-        history = training.release_ratings(conn)
-        versions = warehouse.source_versions(conn)
+        versions = source_versions(conn)
     with tracked_step(mlflow) as run:
         mlflow_run_id = run.active_run().info.run_id
-        bundle = assemble_bundle(
+        bundle = steps.serving_bundle(
+            warehouse_db.get_connection,
+            production_model,
+            item_embeddings,
+            content_index,
+            user_features,
             model_registry.bundle_dir(context.run_id),
-            model_dir=Path(production_model),
-            embeddings_path=Path(item_embeddings),
-            content_dir=Path(content_index),
-            catalog=catalog_df,
-            user_features_path=Path(user_features),
-            user_history=history,
             manifest={
                 "git_commit": git_commit(Path(__file__).parent),
                 "dagster_run_id": context.run_id,
                 "mlflow_run_id": mlflow_run_id,
                 "source_versions": versions,
                 "metrics": model_evaluation.logged_metrics(),
-                "model": model_manifest(model),
             },
         )
-        registered = registry.register_bundle(
+        registered = model_registry.registry().register_bundle(
             bundle,
-            tracking_uri=model_registry.tracking_uri,
             python_model=BundlePyfunc(),
-            model_name=model_registry.model_name,
             run_id=mlflow_run_id,
             tags={
                 "dagster_run_id": context.run_id,
-                "ranking_rule": model.ranking.describe(),
-                "trained_on": str(model.info.get("trained_on", {}).get("kind", "")),
+                "ranking_rule": production_model.ranking_rule,
+                "trained_on": str(production_model.info["trained_on"]["kind"]),
             },
             pip_requirements=[],
         )
@@ -157,8 +139,8 @@ def model_version(
             "model_uri": registered.model_uri,
             "mlflow_run_id": registered.run_id,
             "bundle_path": dg.MetadataValue.path(str(bundle)),
-            "catalogue_titles": len(catalog_df),
-            "ranking_rule": model.ranking.describe(),
+            "catalogue_titles": item_embeddings.rows,
+            "ranking_rule": production_model.ranking_rule,
         }
     )
     return registered
@@ -166,16 +148,13 @@ def model_version(
 
 @dg.asset_check(asset=model_version, blocking=True)
 def serves_sane_answers(
-    model_version: registry.RegisteredVersion, model_registry: RegistryResource
+    model_version: RegisteredVersion, model_registry: RegistryResource
 ) -> dg.AssetCheckResult:
     """The registered bundle downloads, verifies (sha256 of every file), loads, and answers a
     probe set sanely: neighbours share genres, recommendations are distinct, unseen, in range."""
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = registry.download_bundle(
-            model_version.model_uri,
-            tracking_uri=model_registry.tracking_uri,
-            model_name=model_version.name,
-            dest=Path(tmp) / "bundle",
+        bundle = model_registry.registry(model_version.name).download_bundle(
+            model_version.model_uri, Path(tmp) / "bundle"
         )
         failures = smoke_failures(Recommender.load(bundle))
     return dg.AssetCheckResult(
@@ -188,11 +167,11 @@ def serves_sane_answers(
 @dg.asset_check(asset=model_version, blocking=True)
 def not_worse_than_champion(
     config: PromotionConfig,
-    model_version: registry.RegisteredVersion,
+    model_version: RegisteredVersion,
     model_registry: RegistryResource,
 ) -> dg.AssetCheckResult:
     """Held-out metrics are not worse than the current champion's beyond the tolerance."""
-    versions = registry.list_versions(model_registry.tracking_uri, model_version.name)
+    versions = model_registry.registry(model_version.name).list_versions()
     current = next((v for v in versions if v.is_champion), None)
     if current is None:
         return dg.AssetCheckResult(passed=True, description="no champion yet")
@@ -208,18 +187,15 @@ def not_worse_than_champion(
 @dg.asset(group_name="registry", kinds={"mlflow"})
 def champion(
     context: dg.AssetExecutionContext,
-    model_version: registry.RegisteredVersion,
+    model_version: RegisteredVersion,
     model_registry: RegistryResource,
 ) -> dg.MaterializeResult:
     """The `champion` alias — what the serving API loads — moved to the new version once its
     blocking checks passed; every move is appended to the promotion log."""
-    record = registry.promote(
-        model_registry.tracking_uri,
-        model_version.name,
+    record = model_registry.registry(model_version.name).promote(
         model_version.version,
         reason="promotion checks passed (serves_sane_answers, not_worse_than_champion)",
         actor=f"dagster run {context.run_id}",
-        log_path=Path(model_registry.promotion_log),
     )
     return dg.MaterializeResult(
         metadata={

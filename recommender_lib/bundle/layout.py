@@ -1,4 +1,4 @@
-"""What goes into a serving bundle, and how it is assembled (DESIGN.md §4).
+"""What goes into a serving bundle, and how it is assembled (docs/architecture.md §4).
 
 Layout (every array in catalogue order: ascending item id, as in the `catalog` table)::
 
@@ -24,20 +24,21 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
 from recommender_lib.atomic import atomic_path
 from recommender_lib.bundle.format import write_bundle
-from recommender_lib.modeling.two_tower import TrainedTwoTower
+from recommender_lib.modeling.features.users import USER_FEATURES_FILE
+from recommender_lib.modeling.two_tower.trained import TrainedTwoTower
 
 MODEL_DIR = "model"
 EMBEDDINGS_FILE = "embeddings/item_embeddings.npz"
 CONTENT_DIR = "content"
 CATALOG_FILE = "catalog.parquet"
-USER_FEATURES_FILE = "users/user_features.npz"
+USER_FEATURES_PATH = f"users/{USER_FEATURES_FILE}"
 USER_HISTORY_FILE = "users/user_history.npz"
 CATALOG_COLUMNS = (
     "item_id", "tconst", "movie_id", "title", "title_type", "year", "genres", "runtime",
@@ -131,13 +132,13 @@ def assemble_bundle(
         parts = Path(d)
         catalog.to_parquet(parts / "catalog.parquet", index=False)
         with open(parts / "user_history.npz", "wb") as fh:
-            np.savez(fh, **user_history_arrays(user_history))
+            np.savez(fh, **cast(dict[str, Any], user_history_arrays(user_history)))
         files = {
             MODEL_DIR: Path(model_dir),
             EMBEDDINGS_FILE: Path(embeddings_path),
             CONTENT_DIR: Path(content_dir),
             CATALOG_FILE: parts / "catalog.parquet",
-            USER_FEATURES_FILE: Path(user_features_path),
+            USER_FEATURES_PATH: Path(user_features_path),
             USER_HISTORY_FILE: parts / "user_history.npz",
         }
         return write_bundle(Path(destination), files, manifest)

@@ -16,83 +16,30 @@ list and a long history is ranked by taste. The rule's `kind` then orders the ca
 * ``stars_in_window`` — the top `window` by retrieval, re-ordered by predicted stars;
 * ``blend`` — the top `window` by retrieval, ordered by retrieval + `star_weight` · stars.
 
-Ties go to the lower catalogue row. The rule and its constants are chosen on validation
-(`recommender_lib.evaluation.rule_choice.choose_rule`), saved with the model and the bundle, and
-refused at load when unknown. Predicted stars (the fusion head) come with every ranked row whatever
-the rule.
+Ties go to the lower catalogue row. The rule (`recommender_lib.modeling.two_tower.ranking_rule`)
+and its constants are chosen on validation (`recommender_lib.evaluation.rule_choice.choose_rule`),
+saved with the model and the bundle, and refused at load when unknown. Predicted stars (the
+fusion head) come with every ranked row whatever the rule.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from recommender_lib.index.content_index import top_k
 from recommender_lib.index.top_k import PAD, top_k_indices
 from recommender_lib.modeling.baselines import MAX_STARS, MIN_STARS
-from recommender_lib.modeling.features import (
-    baseline_prediction,
-)
+from recommender_lib.modeling.features.transform import baseline_prediction
+from recommender_lib.modeling.two_tower.ranking_rule import RankingRule
 
 if TYPE_CHECKING:
-    from recommender_lib.modeling.two_tower import TrainedTwoTower
+    from recommender_lib.modeling.two_tower.trained import TrainedTwoTower
 
-RULE_KINDS = ("retrieval", "stars_in_window", "blend")
 SCORE_BLOCK_CELLS = 1 << 24  # users x items scores held at once while ranking a batch
-BLEND_WINDOW = 200  # default candidates re-ordered by stars
-
-
-class UnknownRankingRuleError(ValueError):
-    """A saved ranking rule this code cannot apply (unknown kind or field)."""
-
-
-@dataclass(frozen=True)
-class RankingRule:
-    """How a user's candidates are ordered (see the module docstring for the formula)."""
-
-    kind: str = "retrieval"
-    pop_weight: float = 0.0
-    cold_pop_weight: float = 0.0
-    cold_half: float = 10.0  # ratings at which the cold-start popularity boost is halved
-    window: int = BLEND_WINDOW  # candidates re-ordered by stars (stars_in_window, blend)
-    star_weight: float = 0.0  # blend only
-
-    def __post_init__(self) -> None:
-        if self.kind not in RULE_KINDS:
-            raise UnknownRankingRuleError(
-                f"unknown ranking rule {self.kind!r}; this version knows {list(RULE_KINDS)}"
-            )
-        if self.window < 1 or self.cold_half <= 0:
-            raise UnknownRankingRuleError(f"invalid ranking rule {self}")
-
-    def popularity_weight(self, n_ratings: np.ndarray) -> np.ndarray:
-        """w(n) for each user's number of ratings."""
-        n = np.asarray(n_ratings, dtype=np.float64)
-        return self.pop_weight + self.cold_pop_weight * self.cold_half / (n + self.cold_half)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RankingRule:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UnknownRankingRuleError(f"ranking rule has unknown fields {unknown}")
-        return cls(**data)
-
-    def describe(self) -> str:
-        text = f"{self.kind}: u·v/τ + b + w(n)·log(1+count), w(n) = {self.pop_weight:g}"
-        if self.cold_pop_weight:
-            text += f" + {self.cold_pop_weight:g}·{self.cold_half:g}/(n+{self.cold_half:g})"
-        if self.kind == "stars_in_window":
-            text += f"; top {self.window} re-ordered by predicted stars"
-        elif self.kind == "blend":
-            text += f"; top {self.window} by score + {self.star_weight:g}·predicted stars"
-        return text
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from recommender_lib.bundle.layout import (
     CONTENT_DIR,
     EMBEDDINGS_FILE,
     MODEL_DIR,
-    USER_FEATURES_FILE,
+    USER_FEATURES_PATH,
     USER_HISTORY_FILE,
     ItemEmbeddings,
 )
@@ -35,8 +35,8 @@ from recommender_lib.engine.ranking import RankingEngine
 from recommender_lib.index.content_index import ContentIndex, SimilarityFilters
 from recommender_lib.index.title_search import SearchHit, TitleSearchIndex
 from recommender_lib.index.top_k import PAD
-from recommender_lib.modeling.features import user_features_from_ratings
-from recommender_lib.modeling.two_tower import TrainedTwoTower
+from recommender_lib.modeling.features.users import load_user_features, user_features_from_ratings
+from recommender_lib.modeling.two_tower.trained import TrainedTwoTower
 
 TCONST = re.compile(r"^tt\d{7,}$")
 Strategy = Literal["two_tower", "popular"]
@@ -106,8 +106,7 @@ class Recommender:
         ids = catalog["item_id"].to_numpy(np.int64)
         if not (np.array_equal(ids, embeddings.item_ids) and np.array_equal(ids, content.item_ids)):
             raise ValueError("bundle arrays are not aligned with the catalogue")
-        with np.load(root / USER_FEATURES_FILE, allow_pickle=False) as users:
-            user_ids, user_matrix = users["user_ids"], users["matrix"].astype(np.float32)
+        user_ids, user_matrix = load_user_features(root / USER_FEATURES_PATH)
         with np.load(root / USER_HISTORY_FILE, allow_pickle=False) as hist:
             if not np.array_equal(hist["user_ids"], user_ids):
                 raise ValueError("user history and user features list different users")

@@ -1,4 +1,4 @@
-"""Rating and top-k ranking metrics (DESIGN.md §6).
+"""Rating and top-k ranking metrics (docs/architecture.md §6).
 
 Ranking metrics use binary relevance: NDCG@k discounts a hit at 0-based position p by
 1 / log2(p + 2) and divides by the ideal DCG of min(k, |relevant|) hits; Recall@k is

@@ -1,4 +1,4 @@
-"""Evaluate rating models under the DESIGN.md §6 protocols, models and baselines alike.
+"""Evaluate rating models under the docs/architecture.md §6 protocols, models and baselines alike.
 
 Every model implements `RatingModel`. The evaluation hands a model only what it may know:
 
@@ -15,9 +15,9 @@ Every model implements `RatingModel`. The evaluation hands a model only what it 
   them as misses would penalise small k for something other than its shorter history).
 
 Models that cannot rank (`ranks_items = False`, e.g. the global mean) get NaN ranking metrics,
-models that do not predict stars (`predicts_ratings = False`, e.g. EASE) NaN RMSE / MAE. A model
-with a `rank_catalogue` method ranks through it — the two-tower model does, through the
-`RankingEngine` the API serves with — the others through their `score_catalogue` scores. Beside
+models that do not predict stars (`predicts_ratings = False`, e.g. EASE) NaN RMSE / MAE. The
+two-tower model ranks through the `RankingEngine` the API serves with (`EngineRanking`), the
+others through their `score_catalogue` scores. Beside
 accuracy, P1 reports catalogue coverage@k (distinct recommended titles / catalogue) and the mean
 popularity (history ratings) of what is recommended.
 """
@@ -26,19 +26,30 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Protocol, cast, runtime_checkable
 
 import duckdb
 import numpy as np
 import pandas as pd
 
+from recommender_lib.engine.ranking import RankingEngine
 from recommender_lib.evaluation.metrics import hit_metrics, mae, rmse
 from recommender_lib.index.top_k import PAD, top_k_indices
 from recommender_lib.modeling.splits import cold_start_sets
+from recommender_lib.modeling.two_tower.trained import TrainedTwoTower
 from recommender_lib.warehouse.catalog import served_catalog_table
 
 
 @runtime_checkable
+class CatalogueScorer(Protocol):
+    """A model that scores the whole catalogue itself (every baseline)."""
+
+    def score_catalogue(
+        self, history: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray
+    ) -> np.ndarray: ...
+
+
 class RatingModel(Protocol):
     """What every rating model (baselines, the two-tower model) offers the evaluation.
 
@@ -46,8 +57,7 @@ class RatingModel(Protocol):
     `user_id, movie_id, rating, rating_ts` (the user's train rows under P1, the k revealed rows
     under P2). A model may set `ranks_items = False` to have its ranking metrics reported as NaN.
 
-    Ranking comes from `rank_catalogue(history, user_ids, item_ids, exclude_mask, k)` ->
-    (n_users, k) positions into `item_ids` (PAD-padded) where the model has one, else from
+    Ranking comes from the serving engine for a `TrainedTwoTower` (`EngineRanking`), else from
     `score_catalogue(history, user_ids, item_ids)` -> (n_users, n_items) scores, higher better.
     """
 
@@ -115,6 +125,29 @@ def _mask(rows: pd.DataFrame, pos: np.ndarray, item_index: pd.Index, n_users: in
     return mask
 
 
+@dataclass(frozen=True)
+class EngineRanking:
+    """A two-tower model's ranking of one catalogue through the serving `RankingEngine` with the
+    model's rule: what the evaluation measures is what the API serves."""
+
+    model: TrainedTwoTower
+    engine: RankingEngine
+
+    @classmethod
+    def of(cls, model: TrainedTwoTower, item_ids: np.ndarray) -> EngineRanking:
+        return cls(model, RankingEngine.from_model(model, np.asarray(item_ids, dtype=np.int64)))
+
+    def positions(
+        self, history: pd.DataFrame, user_ids: np.ndarray, exclude: np.ndarray, k: int
+    ) -> np.ndarray:
+        """(n_users, k) catalogue positions recommended to each user from their `history`
+        (`exclude`: boolean (n_users, n_items) mask of positions never returned)."""
+        users = np.asarray(user_ids, dtype=np.int64)
+        counts = history.groupby("user_id").size().reindex(users, fill_value=0)
+        ux = self.model.user_features(history, users)
+        return self.engine.rank(ux, counts.to_numpy(), k, excluded=exclude).rows
+
+
 def recommended_positions(
     model: RatingModel,
     history: pd.DataFrame,
@@ -122,14 +155,15 @@ def recommended_positions(
     items: np.ndarray,
     exclude: np.ndarray,
     k: int,
+    ranking: EngineRanking | None = None,
 ) -> np.ndarray:
     """(len(batch), k) catalogue positions the model recommends, best first (PAD-padded):
-    through its `rank_catalogue` where it has one, else its `score_catalogue` scores."""
-    rank = getattr(model, "rank_catalogue", None)
-    if rank is not None:
-        top = np.asarray(rank(history, batch, items, exclude, k))
+    through the serving engine for a two-tower model (`ranking`: its engine over `items`, built
+    when not given), else from its `score_catalogue` scores."""
+    if isinstance(model, TrainedTwoTower):
+        top = (ranking or EngineRanking.of(model, items)).positions(history, batch, exclude, k)
     else:
-        scores = np.asarray(model.score_catalogue(history, batch, items))
+        scores = np.asarray(cast(CatalogueScorer, model).score_catalogue(history, batch, items))
         if scores.shape != (len(batch), len(items)):
             raise ValueError(
                 f"{model.name}.score_catalogue returned {scores.shape}, "
@@ -174,12 +208,13 @@ def ranking_evaluation(
     users, n_rel_all = np.unique(rel_keys, return_counts=True)
     per_user: dict[str, list[np.ndarray]] = {key: [] for key in keys}
     shown = np.zeros(len(items), dtype=np.int64)  # times each title was recommended
+    ranking = EngineRanking.of(model, items) if isinstance(model, TrainedTwoTower) else None
     for start in range(0, len(users), batch_users):
         batch = users[start : start + batch_users]
         hist_rows, _ = _rows_of(hist, hist_keys, batch)
         excl_mask = _mask(*_rows_of(excl, excl_keys, batch), item_index, len(batch))
         rel_mask = _mask(*_rows_of(rel, rel_keys, batch), item_index, len(batch))
-        top = recommended_positions(model, hist_rows, batch, items, excl_mask, k)
+        top = recommended_positions(model, hist_rows, batch, items, excl_mask, k, ranking)
         hits = np.take_along_axis(rel_mask, np.where(top == PAD, 0, top), axis=1) & (top != PAD)
         for key, values in hit_metrics(hits, n_rel_all[start : start + len(batch)], k).items():
             per_user[key].append(values)

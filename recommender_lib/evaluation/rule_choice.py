@@ -13,15 +13,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from recommender_lib.engine.ranking import RankingEngine, RankingRule
+from recommender_lib.engine.ranking import RankingEngine
 from recommender_lib.evaluation.metrics import hit_metrics
 from recommender_lib.index.top_k import PAD
-from recommender_lib.modeling.features import (
-    FeatureTransform,
-    ItemFeatures,
-    check_ratings,
-    user_feature_matrix,
-)
+from recommender_lib.modeling.features.items import ItemFeatures
+from recommender_lib.modeling.features.transform import FeatureTransform, check_ratings
+from recommender_lib.modeling.features.users import user_feature_matrix
+from recommender_lib.modeling.two_tower.ranking_rule import RankingRule
 
 # The validation grid of `choose_rule`.
 POP_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)

@@ -1,4 +1,5 @@
-"""Content vectors of the catalogue (DESIGN.md §3 `content_features`) for the cosine index.
+"""Content vectors of the catalogue (docs/architecture.md §3 `content_features`) for the cosine
+index.
 
 A title's vector is its genre multi-hot scaled to unit length (so a title with six genres does
 not outweigh one with two), followed by four standardised numerics — year, log runtime, IMDb

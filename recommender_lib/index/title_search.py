@@ -36,7 +36,7 @@ import unicodedata
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from rapidfuzz import fuzz, process
@@ -131,7 +131,7 @@ def fuzzy_score(query_key: str, keys: Sequence[str]) -> np.ndarray:
     if not keys:
         return np.zeros(0)
 
-    def each(scorer: object, choices: Sequence[str] = keys) -> np.ndarray:
+    def each(scorer: Any, choices: Sequence[str] = keys) -> np.ndarray:
         return process.cdist([query_key], choices, scorer=scorer, processor=None)[0]
 
     score = np.maximum(each(fuzz.ratio), 0.95 * each(fuzz.token_sort_ratio))
@@ -196,14 +196,14 @@ class TitleSearchIndex:
         # Every key of every row, rows' keys contiguous (`_choice_starts[row]` on).
         choice_keys: list[str] = []
         choice_rows: list[int] = []
-        starts = [0]
+        choice_starts = [0]
         for row, row_keys in enumerate(keys):
             choice_keys.extend(row_keys)
             choice_rows.extend([row] * len(row_keys))
-            starts.append(len(choice_keys))
+            choice_starts.append(len(choice_keys))
         self._choice_keys = choice_keys
         self._choice_rows = np.asarray(choice_rows, dtype=np.int64)
-        self._choice_starts = starts
+        self._choice_starts = choice_starts
 
         self._exact: dict[str, list[int]] = {}
         for key, row in zip(choice_keys, choice_rows, strict=True):

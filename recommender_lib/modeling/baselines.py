@@ -1,4 +1,4 @@
-"""Baselines reported beside every model on the same split (DESIGN.md §6).
+"""Baselines reported beside every model on the same split (docs/architecture.md §6).
 
 Each baseline follows `recommender_lib.evaluation.protocols.RatingModel`: `fit(train)` learns from
 the protocol's training rows only; `predict(history, pairs)` and `score_catalogue(history, ...)` get
@@ -317,7 +317,8 @@ def fit_baselines(
     user_lambda: float = 10.0,
     ease_l2: float = EASE_L2,
 ) -> list[GlobalMean | DampedBias | MostPopular | Ease]:
-    """The DESIGN.md §6 baselines plus EASE, fit on `train` (one protocol's training rows)."""
+    """The docs/architecture.md §6 baselines plus EASE, fit on `train` (one protocol's
+    training rows)."""
     return [
         GlobalMean().fit(train),
         DampedBias(item_lambda=item_lambda, user_lambda=user_lambda).fit(train),

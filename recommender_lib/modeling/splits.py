@@ -1,4 +1,5 @@
-"""Rating splits for the two evaluation protocols of DESIGN.md §6, computed inside DuckDB.
+"""Rating splits for the two evaluation protocols of docs/architecture.md §6, computed inside
+DuckDB.
 
 One table, `rating_splits`, holds every rating once per protocol:
 
@@ -45,7 +46,7 @@ _EPS = 1e-9
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """Split parameters; the defaults are the protocol of DESIGN.md §6."""
+    """Split parameters; the defaults are the protocol of docs/architecture.md §6."""
 
     test_fraction: float = 0.2
     validation_fraction: float = 0.1
@@ -217,3 +218,11 @@ def cold_start_sets(
     revealed = df[df["reveal_rank"] <= k].reset_index(drop=True)
     scored = df[df["reveal_rank"] > scored_after].reset_index(drop=True)
     return revealed, scored
+
+
+RELEASE_SPLITS = "train+validation+test"  # every rating of the release
+
+
+def release_ratings(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Every rating of the release, ordered by user, time, movie."""
+    return load_split(conn, P1, RELEASE_SPLITS)

@@ -1,20 +1,20 @@
 """The MLflow pyfunc face of a serving bundle: batch rating prediction for (ratings, candidates).
 
-Registered with every model version (`recommender_lib.registry.client.register_bundle`), so anyone
-with MLflow can score without the API: `mlflow.pyfunc.load_model("models:/cine-reco@champion")`.
+Registered with every model version (`Registry.register_bundle`), so anyone with MLflow can
+score without the API: `mlflow.pyfunc.load_model("models:/cine-reco@champion")`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import mlflow
 import pandas as pd
+from mlflow.pyfunc.model import PythonModel
 
 INPUT_EXAMPLE = pd.DataFrame({"ratings": [[["1", 4.5], ["2", 3.0]]], "candidates": [["3", "4"]]})
 
 
-class BundlePyfunc(mlflow.pyfunc.PythonModel):
+class BundlePyfunc(PythonModel):
     """Input: one row per user with `ratings` ([[title, stars], ...]) and `candidates` ([title]).
 
     Titles are IMDb ids (`tt0114709`) or MovieLens ids. Output: one row per input row with

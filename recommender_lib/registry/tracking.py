@@ -9,9 +9,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from recommender_lib.evaluation.report import EvaluationReport
 
 DEFAULT_EXPERIMENT = "cine-reco"
 
@@ -100,3 +103,32 @@ def log_figures(mlflow_api: Any, figures: Mapping[str, Any]) -> None:
     for name, fig in figures.items():
         mlflow_api.log_figure(fig, f"plots/{name}.png")
         plt.close(fig)
+
+
+def log_training(
+    mlflow_api: Any,
+    params: Mapping[str, Any],
+    history: Mapping[str, list[float]],
+    data_versions: Mapping[str, str],
+    ranking_rule: str,
+) -> None:
+    """A training step's params, data versions, ranking rule, curves and learning-curve plot."""
+    mlflow_api.log_params({k: str(v) for k, v in params.items()})
+    mlflow_api.set_tags({f"data.{table}": version for table, version in data_versions.items()})
+    mlflow_api.set_tags({"ranking_rule": ranking_rule})
+    log_history(mlflow_api, history)
+    log_figures(mlflow_api, {"learning_curves": learning_curves_figure(history)})
+
+
+def log_evaluation(mlflow_api: Any, report: EvaluationReport) -> None:
+    """Every metric of the model and the baselines, the report as JSON and calibration plots."""
+    mlflow_api.log_metrics(report.logged_metrics())
+    mlflow_api.log_text(report.to_json(), "evaluation.json")
+    actual, predicted = report.test_actual, report.test_predicted
+    log_figures(
+        mlflow_api,
+        {
+            "predicted_vs_actual": predicted_vs_actual_figure(actual, predicted),
+            "rating_distribution": rating_distribution_figure(actual, predicted),
+        },
+    )

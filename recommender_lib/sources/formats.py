@@ -1,7 +1,8 @@
-"""Exact layouts of the source files (DESIGN.md §5).
+"""Exact layouts of the source files (docs/architecture.md §5).
 
-These constants are the single source of truth for headers and file names: the sample-data
-generator writes them, the download verifier checks them and the warehouse SQL reads them.
+These constants are the single source of truth for headers, file names, the tconst spelling and
+the IMDb -> MovieLens genre rule: the sample-data generator writes them, the download verifier
+checks them and the warehouse SQL reads them.
 """
 
 from __future__ import annotations
@@ -55,7 +56,38 @@ MOVIELENS_GENRES: tuple[str, ...] = (
     "Thriller", "War", "Western", MOVIELENS_NO_GENRES,
 )  # fmt: skip
 
+# The same genre under its MovieLens name, for the genres both vocabularies have. GroupLens lists
+# these for a title that IMDb files under them, so the sample generator derives them alike.
+IMDB_MOVIELENS_SHARED_GENRES: dict[str, str] = {
+    "Action": "Action", "Adventure": "Adventure", "Animation": "Animation",
+    "Family": "Children", "Comedy": "Comedy", "Crime": "Crime", "Documentary": "Documentary",
+    "Drama": "Drama", "Fantasy": "Fantasy", "Film-Noir": "Film-Noir", "Horror": "Horror",
+    "Music": "Musical", "Musical": "Musical", "Mystery": "Mystery", "Romance": "Romance",
+    "Sci-Fi": "Sci-Fi", "Thriller": "Thriller", "War": "War", "Western": "Western",
+}  # fmt: skip
+# IMDb genre -> MovieLens genre for titles that have no MovieLens genres (IMDb-only titles): the
+# shared genres plus the nearest MovieLens genre for IMDb genres MovieLens has no name for.
+IMDB_TO_MOVIELENS_GENRE: dict[str, str] = {
+    **IMDB_MOVIELENS_SHARED_GENRES,
+    "Biography": "Drama", "History": "Drama", "Sport": "Drama",
+}  # fmt: skip
+
+# tconst = "tt" + the IMDb id zero-padded to at least TCONST_DIGITS digits (more when longer);
+# MovieLens links.csv writes the padded digits without the prefix.
+TCONST_PREFIX = "tt"
+TCONST_DIGITS = 7
+
+
+def imdb_id_digits(imdb_id: int) -> str:
+    """`114709` -> `0114709`: the id as links.csv and the tconst write it."""
+    return f"{int(imdb_id):0{TCONST_DIGITS}d}"
+
 
 def tconst_from_imdb_id(imdb_id: int) -> str:
     """`114709` -> `tt0114709`: at least seven digits, more when the id is longer."""
-    return f"tt{int(imdb_id):07d}"
+    return TCONST_PREFIX + imdb_id_digits(imdb_id)
+
+
+def tconst_sql(imdb_id: str) -> str:
+    """The SQL expression of `tconst_from_imdb_id` over the integer SQL expression `imdb_id`."""
+    return f"printf('{TCONST_PREFIX}%0{TCONST_DIGITS}d', {imdb_id})"

@@ -1,4 +1,4 @@
-"""Integrity checks for downloaded source files (DESIGN.md §5).
+"""Integrity checks for downloaded source files (docs/architecture.md §5).
 
 Every check streams its input in large blocks with constant memory and raises `IntegrityError`
 with a message naming the file and exactly what is wrong.

@@ -19,7 +19,6 @@ naming the URL and the reason. ProbeState/ProbeResult convert to plain JSON dict
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
@@ -28,18 +27,19 @@ from urllib.parse import urlsplit
 
 import requests
 
-from recommender_lib.sources.download import (
+from recommender_lib.sources.download import expected_md5
+from recommender_lib.sources.integrity import IntegrityError, file_md5
+from recommender_lib.sources.raw_store import FetchedFile, filename_from_url, opt_str, version_id
+from recommender_lib.sources.retry import NOT_FOUND, DownloadError
+from recommender_lib.sources.transfer import (
+    MAX_CHECKSUM_BYTES,
+    SUPPORTED_SCHEMES,
     USER_AGENT,
-    DownloadError,
-    FetchedFile,
     Received,
     conditional_headers,
-    expected_md5,
-    filename_from_url,
+    file_validators,
     local_path,
-    version_id,
 )
-from recommender_lib.sources.integrity import IntegrityError, file_md5
 
 __all__ = [
     "ProbeResult",
@@ -51,12 +51,10 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT_S = 20.0
-MAX_CHECKSUM_BYTES = 1 << 16
 # A server that sends neither ETag nor Last-Modified can only be versioned by its content, like
 # `download` does; the probe hashes bodies up to this size and gives up on larger ones.
 MAX_HASH_BYTES = 64 << 20
 HASH_CHUNK = 1 << 20
-NOT_FOUND = (404, 410)
 
 
 class SourceProbeError(Exception):
@@ -97,8 +95,8 @@ class ProbeState:
             url=str(url),
             version=str(version),
             checked_url=str(checked),
-            etag=_opt_str(data.get("etag")),
-            last_modified=_opt_str(data.get("last_modified")),
+            etag=opt_str(data.get("etag")),
+            last_modified=opt_str(data.get("last_modified")),
         )
 
 
@@ -165,7 +163,7 @@ def probe_source(
     if previous is not None and previous.url != url:
         previous = None
     scheme = urlsplit(url).scheme
-    if scheme not in ("http", "https", "file"):
+    if scheme not in SUPPORTED_SCHEMES:
         raise SourceProbeError(url, "only http(s):// and file:// URLs are supported")
     prober = _Prober(url, previous, timeout_s, session)
     try:
@@ -340,9 +338,7 @@ class _Prober:
             raise SourceProbeError(self.url, f"cannot stat {path}: {exc}") from exc
         if not path.is_file():
             raise SourceProbeError(self.url, f"{path} is not a regular file")
-        # The same synthetic validators as `download` uses for file:// sources.
-        etag = f'"file-{st.st_size:x}-{st.st_mtime_ns:x}"'
-        lm = email.utils.formatdate(st.st_mtime, usegmt=True)
+        etag, lm = file_validators(st)  # the same synthetic validators as `download` uses
         version = version_id(Received(etag=etag, last_modified=lm), "")
         return self._seen(version, self.url, etag, lm, "file stat")
 
@@ -375,7 +371,3 @@ def _root_cause(exc: BaseException) -> str:
     reason = getattr(inner, "reason", None)
     text = str(reason if isinstance(reason, BaseException) else inner)
     return text or type(inner).__name__
-
-
-def _opt_str(value: object) -> str | None:
-    return None if value is None else str(value)

@@ -1,4 +1,5 @@
-"""The recommendable catalogue (DESIGN.md §3 `catalog`): one row per title, in DuckDB SQL.
+"""The recommendable catalogue (docs/architecture.md §3 `catalog`): one row per title, in DuckDB
+SQL.
 
 Every MovieLens movie is in the catalogue (rated or not), with its IMDb metadata where a link
 exists; IMDb titles that no MovieLens movie links to join it when they pass `CatalogFilters`
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import duckdb
 import pandas as pd
 
+from recommender_lib.sources.formats import IMDB_TITLE_TYPES, IMDB_TO_MOVIELENS_GENRE
 from recommender_lib.warehouse.tables import (
     IMDB_TITLES,
     MOVIE_LINKS,
@@ -28,20 +30,6 @@ from recommender_lib.warehouse.tables import (
 )
 
 CATALOG = "catalog"
-IMDB_TITLE_TYPES = (
-    "movie", "short", "tvEpisode", "tvMiniSeries", "tvMovie", "tvPilot", "tvSeries", "tvShort",
-    "tvSpecial", "video", "videoGame",
-)  # fmt: skip
-
-# IMDb genre -> MovieLens genre, for titles that have no MovieLens genres (IMDb-only titles).
-IMDB_TO_MOVIELENS_GENRE: dict[str, str] = {
-    "Action": "Action", "Adventure": "Adventure", "Animation": "Animation",
-    "Family": "Children", "Comedy": "Comedy", "Crime": "Crime", "Documentary": "Documentary",
-    "Drama": "Drama", "Fantasy": "Fantasy", "Film-Noir": "Film-Noir", "Horror": "Horror",
-    "Music": "Musical", "Musical": "Musical", "Mystery": "Mystery", "Romance": "Romance",
-    "Sci-Fi": "Sci-Fi", "Thriller": "Thriller", "War": "War", "Western": "Western",
-    "Biography": "Drama", "History": "Drama", "Sport": "Drama",
-}  # fmt: skip
 
 _YEAR_SUFFIX = r"\s*\(\d{4}(?:[-–]\d{0,4})?\)\s*$"
 

@@ -6,6 +6,7 @@ Every rule returns a `QualityResult`; the orchestration layer turns it into an a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import duckdb
@@ -24,7 +25,7 @@ class QualityResult:
 
     passed: bool
     summary: str
-    details: dict[str, object] = field(default_factory=dict)
+    details: Mapping[str, object] = field(default_factory=dict)
     failure_cases: pd.DataFrame | None = None
 
 
@@ -42,7 +43,9 @@ def validate_table(
     """
     cursor = conn.execute(f'SELECT * FROM "{table}"')
     vectors = max(1, chunk_rows // 2048)  # DuckDB hands out vectors of 2,048 rows
-    offset, n_failures, cases, failed_checks = 0, 0, [], set()
+    offset, n_failures = 0, 0
+    cases: list[pd.DataFrame] = []
+    failed_checks: set[str] = set()
     while True:
         chunk = cursor.fetch_df_chunk(vectors)
         if chunk.empty:

@@ -12,8 +12,15 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from recommender_lib.sources.formats import IMDB_GENRES, MOVIELENS_GENRES, MOVIELENS_NO_GENRES
-from recommender_lib.warehouse.catalog import CATALOG, IMDB_TITLE_TYPES
+from recommender_lib.sources.formats import (
+    IMDB_GENRES,
+    IMDB_TITLE_TYPES,
+    MOVIELENS_GENRES,
+    MOVIELENS_NO_GENRES,
+    TCONST_DIGITS,
+    TCONST_PREFIX,
+)
+from recommender_lib.warehouse.catalog import CATALOG
 from recommender_lib.warehouse.tables import (
     IMDB_TITLES,
     MOVIE_LINKS,
@@ -21,7 +28,7 @@ from recommender_lib.warehouse.tables import (
     MOVIELENS_RATINGS,
 )
 
-TCONST_PATTERN = r"^tt\d{7,}$"
+TCONST_PATTERN = rf"^{TCONST_PREFIX}\d{{{TCONST_DIGITS},}}$"
 FIRST_FILM_YEAR = 1870  # "Passage de Vénus", the oldest title in IMDb, is from 1874
 FIRST_RATING_TS = 789_652_800  # 1995-01-09: MovieLens went online in 1995
 HALF_STARS = [x / 2 for x in range(1, 11)]

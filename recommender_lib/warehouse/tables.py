@@ -19,6 +19,7 @@ from recommender_lib.sources.formats import (
     IMDB_RATINGS_COLUMNS,
     MOVIELENS_FILES,
     MOVIELENS_NO_GENRES,
+    tconst_sql,
 )
 
 IMDB_TITLES = "imdb_titles"
@@ -327,13 +328,13 @@ def load_movie_links(
     max_reject_share: float = 0.0,
 ) -> LoadResult:
     """`movie_links`: movieId -> tconst (`tt` + imdbId zero-padded to at least 7 digits)."""
-    select = """
+    select = f"""
         SELECT
             movieId AS movie_id,
             CAST(imdbId AS BIGINT) AS imdb_id,
-            printf('tt%07d', CAST(imdbId AS BIGINT)) AS tconst,
+            {tconst_sql("CAST(imdbId AS BIGINT)")} AS tconst,
             try_cast(nullif(trim(tmdbId), '') AS BIGINT) AS tmdb_id
-        FROM {source}
+        FROM {{source}}
         ORDER BY movie_id
     """
     return _load_movielens_csv(

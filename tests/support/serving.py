@@ -19,38 +19,26 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+from recommender_lib.registry.client import Registry
+
 if TYPE_CHECKING:
     from fastapi import FastAPI
-    from mlflow import MlflowClient
 
 TEST_MODEL = "test"
 
 
-def mlflow_client(tracking_uri: str) -> MlflowClient:
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-
-
 def register(tracking_uri: str, model_name: str, bundle_dir: Path, artifact_root: Path) -> str:
     """Log `bundle_dir` as a new version of `model_name` (the real `register_bundle` path)."""
-    from recommender_lib.registry.client import register_bundle
     from recommender_lib.registry.pyfunc import BundlePyfunc
 
-    return register_bundle(
-        bundle_dir,
-        tracking_uri=tracking_uri,
-        python_model=BundlePyfunc(),
-        model_name=model_name,
-        artifact_root=artifact_root,
-        pip_requirements=[],
-    ).version
+    registered = Registry(tracking_uri, model_name).register_bundle(
+        bundle_dir, python_model=BundlePyfunc(), artifact_root=artifact_root, pip_requirements=[]
+    )
+    return registered.version
 
 
 def promote_champion(tracking_uri: str, model_name: str, version: str, log_path: Path) -> None:
-    from recommender_lib.registry.client import promote
-
-    promote(tracking_uri, model_name, version, reason="test", actor="tests", log_path=log_path)
+    Registry(tracking_uri, model_name, log_path).promote(version, reason="test", actor="tests")
 
 
 def registered_tiny_store(tmp: Path, sample_mirror: Any) -> tuple[str, str, Path]:
@@ -97,7 +85,7 @@ def variant_bundle(bundle_dir: Path, dest: Path, bundle_version: str) -> Path:
 
 def artifact_dir(tracking_uri: str, model_name: str, version: str) -> Path:
     """The local artifact folder of a registered version (file-based artifact stores only)."""
-    uri = mlflow_client(tracking_uri).get_model_version_download_uri(model_name, version)
+    uri = Registry(tracking_uri, model_name).artifact_uri(version)
     parsed = urlparse(uri)
     if parsed.scheme not in ("", "file"):
         raise ValueError(f"not a local artifact store: {uri}")
@@ -108,23 +96,15 @@ def add_version(
     tracking_uri: str, model_name: str, source: Path | str, tags: dict[str, str]
 ) -> str:
     """Register a version of `model_name` (created if needed) whose artifacts are `source`."""
-    from mlflow.exceptions import MlflowException
-
-    client = mlflow_client(tracking_uri)
-    try:
-        client.create_registered_model(model_name)
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
     source_uri = source if isinstance(source, str) else Path(source).resolve().as_uri()
-    return str(client.create_model_version(model_name, source_uri, tags=tags).version)
+    return Registry(tracking_uri, model_name).add_version(source_uri, tags=tags).version
 
 
 def copy_version(tracking_uri: str, from_model: str, version: str, to_model: str) -> str:
     """A version of `to_model` with the artifacts and tags of `from_model` version `version`."""
-    mv = mlflow_client(tracking_uri).get_model_version(from_model, version)
+    mv = Registry(tracking_uri, from_model).resolve(version)
     source = artifact_dir(tracking_uri, from_model, version)
-    return add_version(tracking_uri, to_model, source, dict(mv.tags or {}))
+    return add_version(tracking_uri, to_model, source, mv.tags)
 
 
 def tamper_bundle_file(bundle_dir: Path, relpath: str = "embeddings/item_embeddings.npz") -> None:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import duckdb
 
-from recommender_lib.modeling.two_tower import TwoTowerParams
+from recommender_lib.modeling.two_tower.params import TwoTowerParams
 from recommender_lib.warehouse.catalog import CatalogFilters, build_catalog
-from recommender_lib.workflow.pipeline import train_and_bundle
+from recommender_lib.workflow.steps import connection, train_and_bundle
 from tests.support.sample_warehouse import load_sample_warehouse
 
 TINY_PARAMS = TwoTowerParams(
@@ -33,5 +33,5 @@ def build_tiny_bundle(
     evaluated recipe refit on every rating, as the platform bundles it."""
     conn = tiny_warehouse(mirror, workdir) if conn is None else conn
     return train_and_bundle(
-        conn, TINY_PARAMS, workdir, {"dagster_run_id": "test"} | (manifest or {})
+        connection(conn), TINY_PARAMS, workdir, {"dagster_run_id": "test"} | (manifest or {})
     )[0]

@@ -1,130 +1,28 @@
-"""The model workflow the Dagster assets run: features, training and evaluation per protocol,
-then the production refit that the serving bundle carries.
+"""The evaluation report of a trained model: the model and every baseline on the same splits.
 
-Each function reads the splits from the warehouse and calls the feature, model, baseline and
-evaluation modules, so an asset body stays a few lines and the whole flow is testable here.
-The evaluated model (P1 train) is measured through the served ranking; the production model is
-the same recipe refit on every rating of the release, with the epochs early stopping chose and
-the ranking rule chosen on validation.
+`evaluate_models` ranks through the serving engine (via `recommender_lib.evaluation.protocols`)
+for P1 (temporal holdout) and P2 (cold start, k revealed ratings); the report carries the gate
+the `beats_baselines` check applies and the figures MLflow logs.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
 
-from recommender_lib.atomic import atomic_path
 from recommender_lib.evaluation.protocols import catalogue_items, evaluate_all
 from recommender_lib.modeling.baselines import fit_baselines
-from recommender_lib.modeling.features import FeatureTransform, ItemFeatures, user_feature_matrix
 from recommender_lib.modeling.splits import P1, P2, SplitConfig, load_split
-from recommender_lib.modeling.two_tower import (
-    TrainedTwoTower,
-    TwoTowerParams,
-    fit_features,
-    train_two_tower,
-)
-from recommender_lib.warehouse.catalog import served_catalog_table
+from recommender_lib.modeling.two_tower.trained import TrainedTwoTower
 
-TRANSFORM_FILE = "feature_transform.json"
-ITEM_FEATURES_FILE = "item_features.npz"
-USER_FEATURES_FILE = "user_features.npz"
 MODEL_NAME = "two_tower"
 BASELINE_FOR_RMSE = "damped_bias"
 BASELINE_FOR_RANKING = "most_popular"
-RELEASE_SPLITS = "train+validation+test"  # every rating of the release
-
-
-def fit_protocol_features(
-    conn: duckdb.DuckDBPyConnection, protocol: str, params: TwoTowerParams
-) -> tuple[FeatureTransform, ItemFeatures]:
-    """Fit the feature transform and the catalogue's item features on `protocol`'s train rows."""
-    train = load_split(conn, protocol, "train")
-    return fit_features(conn, train, params, catalog_table=served_catalog_table(conn))
-
-
-def release_ratings(conn: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """Every rating of the release, ordered by user, time, movie."""
-    return load_split(conn, P1, RELEASE_SPLITS)
-
-
-def trained_on(ratings: pd.DataFrame, kind: str) -> dict[str, object]:
-    """What a model was trained on, for the manifest and `GET /version`."""
-    ts = pd.to_datetime(ratings["rating_ts"], unit="s", utc=True)
-    return {
-        "kind": kind,
-        "ratings": len(ratings),
-        "users": int(ratings["user_id"].nunique()),
-        "titles": int(ratings["movie_id"].nunique()),
-        "first_rating_at": ts.min().isoformat() if len(ts) else None,
-        "last_rating_at": ts.max().isoformat() if len(ts) else None,
-    }
-
-
-def refit_production(
-    conn: duckdb.DuckDBPyConnection,
-    evaluated: TrainedTwoTower,
-    log: Callable[[str], None] | None = None,
-) -> TrainedTwoTower:
-    """The evaluated recipe refit on every rating of the release: the same hyper-parameters,
-    the number of epochs early stopping chose, and the ranking rule chosen on validation."""
-    ratings = release_ratings(conn)
-    transform, items = fit_features(
-        conn, ratings, evaluated.params, catalog_table=served_catalog_table(conn)
-    )
-    epochs = int(evaluated.info["best_epoch"])
-    model = train_two_tower(
-        ratings, None, items, transform, evaluated.params,
-        log=log, ranking=evaluated.ranking, fixed_epochs=epochs,
-    )  # fmt: skip
-    model.info["trained_on"] = trained_on(ratings, "full refit")
-    model.info["evaluated_on"] = evaluated.info.get("trained_on", {})
-    return model
-
-
-def save_model(model: TrainedTwoTower, directory: Path) -> Path:
-    """Save a trained model into a new folder, atomically."""
-    with atomic_path(directory) as tmp:
-        model.save(tmp)
-    return directory
-
-
-def save_item_features(directory: Path, transform: FeatureTransform, items: ItemFeatures) -> Path:
-    """Write the transform (JSON) and item features (npz) into a new folder, atomically."""
-    with atomic_path(directory) as tmp:
-        tmp.mkdir()
-        (tmp / TRANSFORM_FILE).write_text(transform.to_json(), encoding="utf-8")
-        items.to_npz(tmp / ITEM_FEATURES_FILE)
-    return directory
-
-
-def load_item_features(directory: Path) -> tuple[FeatureTransform, ItemFeatures]:
-    transform = FeatureTransform.from_json((directory / TRANSFORM_FILE).read_text("utf-8"))
-    return transform, ItemFeatures.from_npz(directory / ITEM_FEATURES_FILE)
-
-
-def known_user_features(
-    conn: duckdb.DuckDBPyConnection, transform: FeatureTransform, items: ItemFeatures
-) -> tuple[np.ndarray, np.ndarray]:
-    """(user ids, feature rows) of every user of the release from ALL their ratings.
-
-    These are the vectors a known user is served with; the same function builds a new user's
-    vector from a list of ratings, so training and serving cannot diverge.
-    """
-    return user_feature_matrix(release_ratings(conn), items, transform)
-
-
-def save_user_features(path: Path, user_ids: np.ndarray, matrix: np.ndarray) -> Path:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, user_ids=user_ids, matrix=matrix)
-    return path
 
 
 @dataclass(frozen=True)
@@ -154,22 +52,9 @@ def load_protocol(conn: duckdb.DuckDBPyConnection, protocol: str) -> ProtocolDat
     )
 
 
-def train_model(
-    data: ProtocolData,
-    params: TwoTowerParams,
-    features: tuple[FeatureTransform, ItemFeatures],
-    log: Callable[[str], None] | None = None,
-) -> TrainedTwoTower:
-    """Train on the protocol's train rows, early-stopping on its validation rows."""
-    transform, items = features
-    model = train_two_tower(data.train, data.validation, items, transform, params, log=log)
-    model.info["trained_on"] = trained_on(data.train, f"evaluation split ({data.protocol} train)")
-    return model
-
-
 @dataclass
 class EvaluationReport:
-    """Metrics of the model and of every baseline on the same splits (DESIGN.md §6)."""
+    """Metrics of the model and of every baseline on the same splits (docs/architecture.md §6)."""
 
     p1: pd.DataFrame  # one row per model: rmse, mae, ndcg@10, recall@10
     p2: pd.DataFrame  # one row per model: rmse_k3, ndcg@10_k3, ... for each reveal size

@@ -1,0 +1,190 @@
+"""Training inputs of the two-tower model: the examples of each train rating, held in memory as
+tensors or streamed chunk by chunk (`ExampleStream`), and the tf.data pipeline over them.
+
+Up to `in_memory_rows` training rows the examples are held in memory as tensors; larger sets
+stream them chunk by chunk (whole users per chunk), so memory is bounded by `chunk_rows`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recommender_lib.modeling.features.items import ItemFeatures, training_item_rows
+from recommender_lib.modeling.features.transform import FeatureTransform, baseline_prediction
+from recommender_lib.modeling.features.users import training_user_features, user_row_chunks
+from recommender_lib.modeling.two_tower.params import TwoTowerParams
+
+Seed = int | Sequence[int]  # a numpy.random.default_rng seed
+VECTORS = ("base", "y", "pos", "logq")  # float32 (rows,) example arrays beside ux, ix, ids
+
+
+def item_id_index(items: ItemFeatures, min_count: int) -> np.ndarray:
+    """Embedding row per catalogue item: 1.. for titles with >= min_count ratings, else 0 (OOV)."""
+    keep = items.count >= max(min_count, 1)
+    index = np.zeros(len(items), dtype=np.int32)
+    index[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return index
+
+
+def item_inputs(
+    items: ItemFeatures, transform: FeatureTransform, item_index: np.ndarray, movie_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Item-tower inputs of `movie_ids`: feature rows and id-embedding rows (0 outside)."""
+    idx = items.index_of(movie_ids)
+    rows = items.rows(movie_ids, transform)
+    ids = np.where(idx >= 0, item_index[np.maximum(idx, 0)], 0).astype(np.int32)
+    return rows, ids
+
+
+def streams(n_rows: int, p: TwoTowerParams) -> bool:
+    """Whether `n_rows` training rows are streamed in chunks rather than held as tensors."""
+    return n_rows > p.in_memory_rows
+
+
+@dataclass(frozen=True)
+class ExampleBuilder:
+    """The model inputs and targets of training rows (float32, ids int32), in their order.
+
+    `logq_item`: log of each title's share of ALL train ratings (the in-batch sampling
+    probability), the same for every chunk.
+    """
+
+    items: ItemFeatures
+    transform: FeatureTransform
+    p: TwoTowerParams
+    item_index: np.ndarray
+    logq_item: np.ndarray
+
+    @classmethod
+    def for_train(
+        cls,
+        idx: np.ndarray,
+        items: ItemFeatures,
+        transform: FeatureTransform,
+        p: TwoTowerParams,
+        item_index: np.ndarray,
+    ) -> ExampleBuilder:
+        """The builder of a train set whose rows are at catalogue positions `idx`."""
+        freq = np.bincount(idx, minlength=len(items)).astype(np.float64)
+        logq_item = np.log(np.maximum(freq, 1.0) / max(len(idx), 1)).astype(np.float32)
+        return cls(items, transform, p, item_index, logq_item)
+
+    def __call__(self, train: pd.DataFrame, idx: np.ndarray, seed: Seed) -> dict[str, np.ndarray]:
+        """Examples of the rows `train` at catalogue positions `idx` (cold-start draws: `seed`)."""
+        items, transform, p = self.items, self.transform, self.p
+        ux = training_user_features(
+            train, items, transform, p.user_scheme,  # type: ignore[arg-type]
+            cold_share=p.cold_share, cold_max=p.cold_max, seed=seed,
+        )  # fmt: skip
+        ix = training_item_rows(train, items, transform) if p.item_loo else items.matrix[idx]
+        y = train["rating"].to_numpy(np.float32)
+        return {
+            "ux": ux,
+            "ix": ix,
+            "ids": self.item_index[idx].astype(np.int32),
+            "base": baseline_prediction(ux, ix[:, transform.item_bias_column], transform).astype(
+                np.float32
+            ),
+            "y": y,
+            "pos": (y >= p.retrieval_min_rating).astype(np.float32),
+            "logq": self.logq_item[idx],
+        }
+
+
+class ExampleStream:
+    """Training batches built chunk by chunk, for train sets too big to hold as tensors.
+
+    Chunks hold whole users (`chunk_rows` ratings or so), so `prefix` user features equal the
+    unchunked ones; a chunk's cold-start draws are seeded by (seed, chunk). Each epoch visits
+    the chunks in a seeded random order, shuffles the rows within each and drops the chunk's
+    last partial batch (as `drop_remainder` does for the whole set in memory).
+    """
+
+    def __init__(
+        self,
+        train: pd.DataFrame,
+        idx: np.ndarray,
+        build: ExampleBuilder,
+        p: TwoTowerParams,
+        log: Callable[[str], None] | None,
+    ) -> None:
+        self.train, self.idx, self.build, self.p, self.log = train, idx, build, p, log
+        self.chunks = user_row_chunks(train["user_id"].to_numpy(), p.chunk_rows)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return sum(max(len(c) // self.p.batch_size, 1) for c in self.chunks)
+
+    def batches(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
+        bs = self.p.batch_size
+        rng = np.random.default_rng((self.p.seed, 1, epoch))
+        for n, c in enumerate(rng.permutation(len(self.chunks))):
+            t = time.perf_counter()
+            rows = rng.permutation(self.chunks[c])
+            arrays = self.build(self.train.iloc[rows], self.idx[rows], (self.p.seed, 0, int(c)))
+            if self.log:
+                took = time.perf_counter() - t
+                self.log(f"epoch {epoch + 1}: chunk {n + 1}/{len(self.chunks)}, {len(rows):,} rows "
+                         f"built in {took:.1f}s")  # fmt: skip
+            for start in range(0, max(len(rows) // bs, 1) * bs, bs):
+                yield {name: a[start : start + bs] for name, a in arrays.items()}
+            del arrays  # before the next chunk is built
+
+
+def training_dataset(
+    train: pd.DataFrame, idx: np.ndarray, build: ExampleBuilder, stream: ExampleStream | None
+) -> Any:
+    """The tf.data pipeline of training batches over `train` (catalogue positions `idx`).
+
+    In memory (no `stream`): the examples are tensors; the pipeline shuffles (cached) row
+    indices, batches them and gathers each batch (10x faster than shuffling 70k dict elements
+    one by one). Streamed: a generator yields shuffled batches chunk by chunk. Both then drop
+    item ids to the OOV bucket at random and prefetch.
+    """
+    import tensorflow as tf
+
+    p = build.p
+    drop_rate = float(p.item_id_dropout)
+
+    def drop_ids(batch: dict[str, Any]) -> dict[str, Any]:
+        keep = tf.random.uniform(tf.shape(batch["ids"]), seed=p.seed) >= drop_rate
+        batch["ids_in"] = tf.where(keep, batch["ids"], tf.zeros_like(batch["ids"]))
+        return batch
+
+    if stream is None:
+        examples = build(train, idx, p.seed)
+        tensors = {name: tf.constant(examples.pop(name)) for name in list(examples)}
+
+        def gather(rows: Any) -> dict[str, Any]:
+            return drop_ids({name: tf.gather(t, rows) for name, t in tensors.items()})
+
+        ds = tf.data.Dataset.range(len(train)).cache()
+        ds = ds.shuffle(len(train), seed=p.seed, reshuffle_each_iteration=True)
+        ds = ds.batch(p.batch_size, drop_remainder=len(train) > p.batch_size)
+        ds = ds.map(gather, num_parallel_calls=1, deterministic=True)
+    else:
+        epochs, batches = itertools.count(), stream.batches
+        ds = tf.data.Dataset.from_generator(
+            lambda: batches(next(epochs)), output_signature=_signature(build)
+        )
+        ds = ds.map(drop_ids, num_parallel_calls=1, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _signature(build: ExampleBuilder) -> dict[str, Any]:
+    import tensorflow as tf
+
+    vector = tf.TensorSpec((None,), tf.float32)
+    return {
+        "ux": tf.TensorSpec((None, len(build.transform.user_columns)), tf.float32),
+        "ix": tf.TensorSpec((None, build.items.matrix.shape[1]), tf.float32),
+        "ids": tf.TensorSpec((None,), tf.int32),
+        **{name: vector for name in VECTORS},
+    }
