@@ -96,6 +96,6 @@ class PromotionGateConfig(dg.Config):
 
 class PromotionConfig(dg.Config):
     """How much worse than the current champion (relative) a new version may be on the gated
-    held-out metrics (P1 RMSE and NDCG@10, P2 k=3 RMSE) and still be promoted."""
+    held-out metrics (P1 RMSE and NDCG@10, P2 k=3 RMSE and NDCG@10) and still be promoted."""
 
     tolerance: float = 0.02

@@ -1,5 +1,6 @@
 """Model group: the two-tower model, its evaluation through the served ranking against the
-baselines, and the production refit on every rating of the release that the bundle carries.
+baselines, the production refit on every rating of the release that the bundle carries, and the
+serving parts built from it (user features, item embeddings, the content index).
 
 Each asset is one call into `recommender_lib.workflow.steps`; training runs in-process
 (TensorFlow is imported inside the training code, not at load) and logs to one MLflow run per
@@ -9,6 +10,7 @@ of the model and of each baseline, and diagnostic plots.
 
 import dagster as dg
 
+from orchestration.assets.features import catalog
 from orchestration.config import PromotionGateConfig, TwoTowerConfig
 from orchestration.metadata import frame_preview
 from orchestration.resources import (
@@ -27,6 +29,7 @@ from recommender_lib.workflow import steps
 
 TRAINING_POOL = "model_training"
 MODEL_KINDS = {"tensorflow", "mlflow"}
+SERVING_KINDS = {"python", "numpy"}
 
 
 @dg.asset(group_name="model", kinds=MODEL_KINDS, pool=TRAINING_POOL)
@@ -184,5 +187,59 @@ def user_features(
     return users
 
 
-model_assets = [two_tower_model, model_evaluation, production_model, user_features]
+@dg.asset(group_name="model", kinds=SERVING_KINDS, pool=WAREHOUSE_POOL, deps=[catalog])
+def item_embeddings(
+    context: dg.AssetExecutionContext,
+    production_model: steps.ModelArtefact,
+    warehouse_db: WarehouseResource,
+    artifacts: ArtifactStoreResource,
+) -> steps.ArrayArtefact:
+    """The production model's item-tower embeddings and ranking biases of every catalogue title
+    — also of titles no MovieLens user rated (content-only cold start)."""
+    embeddings = steps.item_embeddings(
+        warehouse_db.get_connection,
+        production_model,
+        artifacts.run_dir("item_embeddings", context.run_id) / "items.npz",
+    )
+    context.add_output_metadata(
+        {
+            "dagster/row_count": embeddings.rows,
+            "dimensions": embeddings.dimensions,
+            "titles_without_ratings": embeddings.extra["titles_without_ratings"],
+            "path": dg.MetadataValue.path(str(embeddings.path)),
+        }
+    )
+    return embeddings
+
+
+@dg.asset(group_name="model", kinds=SERVING_KINDS, pool=WAREHOUSE_POOL, deps=[catalog])
+def content_index(
+    context: dg.AssetExecutionContext,
+    content_features: steps.ContentArtefact,
+    warehouse_db: WarehouseResource,
+    artifacts: ArtifactStoreResource,
+) -> steps.ContentIndexArtefact:
+    """Normalised float32 content vectors + id order + filter columns (title type, year, votes,
+    genres) for exact cosine top-k."""
+    index = steps.content_index(
+        warehouse_db.get_connection,
+        content_features,
+        artifacts.run_dir("content_index", context.run_id),
+    )
+    context.add_output_metadata(
+        {
+            "dagster/row_count": index.titles,
+            "dimensions": index.dimensions,
+            "genres": dg.MetadataValue.json(index.genres),
+            "title_types": dg.MetadataValue.json(index.title_types),
+            "path": dg.MetadataValue.path(str(index.folder)),
+        }
+    )
+    return index
+
+
+model_assets = [
+    two_tower_model, model_evaluation, production_model, user_features, item_embeddings,
+    content_index,
+]  # fmt: skip
 model_checks = [predictions_in_range, beats_baselines]

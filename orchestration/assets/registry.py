@@ -1,5 +1,5 @@
-"""Serving artefacts and the registry: item embeddings, the content index, the registered model
-version (one hashed serving bundle) and the `champion` alias that follows it through the gates.
+"""Registry group: the registered model version (one hashed serving bundle) and the `champion`
+alias that follows it through the gates.
 
 `model_version` registers every evaluated model that beat the baselines; its blocking checks
 (the bundle downloads, verifies, loads and answers sanely; metrics not worse than the current
@@ -11,11 +11,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from orchestration.assets.features import catalog
 from orchestration.config import PromotionConfig
 from orchestration.resources import (
     WAREHOUSE_POOL,
-    ArtifactStoreResource,
     LazyMlFlow,
     RegistryResource,
     WarehouseResource,
@@ -29,59 +27,6 @@ from recommender_lib.registry.pyfunc import BundlePyfunc
 from recommender_lib.registry.records import RegisteredVersion
 from recommender_lib.warehouse.tables import source_versions
 from recommender_lib.workflow import steps
-
-SERVING_KINDS = {"python", "numpy"}
-
-
-@dg.asset(group_name="model", kinds=SERVING_KINDS, pool=WAREHOUSE_POOL, deps=[catalog])
-def item_embeddings(
-    context: dg.AssetExecutionContext,
-    production_model: steps.ModelArtefact,
-    warehouse_db: WarehouseResource,
-    artifacts: ArtifactStoreResource,
-) -> steps.ArrayArtefact:
-    """The production model's item-tower embeddings and ranking biases of every catalogue title
-    — also of titles no MovieLens user rated (content-only cold start)."""
-    embeddings = steps.item_embeddings(
-        warehouse_db.get_connection,
-        production_model,
-        artifacts.run_dir("item_embeddings", context.run_id) / "items.npz",
-    )
-    context.add_output_metadata(
-        {
-            "dagster/row_count": embeddings.rows,
-            "dimensions": embeddings.dimensions,
-            "titles_without_ratings": embeddings.extra["titles_without_ratings"],
-            "path": dg.MetadataValue.path(str(embeddings.path)),
-        }
-    )
-    return embeddings
-
-
-@dg.asset(group_name="model", kinds=SERVING_KINDS, pool=WAREHOUSE_POOL, deps=[catalog])
-def content_index(
-    context: dg.AssetExecutionContext,
-    content_features: steps.ContentArtefact,
-    warehouse_db: WarehouseResource,
-    artifacts: ArtifactStoreResource,
-) -> steps.ContentIndexArtefact:
-    """Normalised float32 content vectors + id order + filter columns (title type, year, votes,
-    genres) for exact cosine top-k."""
-    index = steps.content_index(
-        warehouse_db.get_connection,
-        content_features,
-        artifacts.run_dir("content_index", context.run_id),
-    )
-    context.add_output_metadata(
-        {
-            "dagster/row_count": index.titles,
-            "dimensions": index.dimensions,
-            "genres": dg.MetadataValue.json(index.genres),
-            "title_types": dg.MetadataValue.json(index.title_types),
-            "path": dg.MetadataValue.path(str(index.folder)),
-        }
-    )
-    return index
 
 
 @dg.asset(group_name="registry", kinds={"mlflow"}, pool=WAREHOUSE_POOL)
@@ -206,5 +151,5 @@ def champion(
     )
 
 
-registry_assets = [item_embeddings, content_index, model_version, champion]
+registry_assets = [model_version, champion]
 registry_checks = [serves_sane_answers, not_worse_than_champion]

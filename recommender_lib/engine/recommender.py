@@ -37,8 +37,9 @@ from recommender_lib.index.title_search import SearchHit, TitleSearchIndex
 from recommender_lib.index.top_k import PAD
 from recommender_lib.modeling.features.users import load_user_features, user_features_from_ratings
 from recommender_lib.modeling.two_tower.trained import TrainedTwoTower
+from recommender_lib.sources.formats import TCONST_PATTERN
 
-TCONST = re.compile(r"^tt\d{7,}$")
+TCONST = re.compile(TCONST_PATTERN)
 Strategy = Literal["two_tower", "popular"]
 # (title ref, stars) or (title ref, stars, unix time of the rating or None for "now")
 RatingInput = tuple[str | int, float] | tuple[str | int, float, int | None]

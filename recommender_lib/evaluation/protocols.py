@@ -41,7 +41,6 @@ from recommender_lib.modeling.two_tower.trained import TrainedTwoTower
 from recommender_lib.warehouse.catalog import served_catalog_table
 
 
-@runtime_checkable
 class CatalogueScorer(Protocol):
     """A model that scores the whole catalogue itself (every baseline)."""
 
@@ -50,6 +49,7 @@ class CatalogueScorer(Protocol):
     ) -> np.ndarray: ...
 
 
+@runtime_checkable
 class RatingModel(Protocol):
     """What every rating model (baselines, the two-tower model) offers the evaluation.
 

@@ -76,6 +76,7 @@ IMDB_TO_MOVIELENS_GENRE: dict[str, str] = {
 # MovieLens links.csv writes the padded digits without the prefix.
 TCONST_PREFIX = "tt"
 TCONST_DIGITS = 7
+TCONST_PATTERN = rf"^{TCONST_PREFIX}\d{{{TCONST_DIGITS},}}$"  # what a valid tconst looks like
 
 
 def imdb_id_digits(imdb_id: int) -> str:
@@ -86,6 +87,11 @@ def imdb_id_digits(imdb_id: int) -> str:
 def tconst_from_imdb_id(imdb_id: int) -> str:
     """`114709` -> `tt0114709`: at least seven digits, more when the id is longer."""
     return TCONST_PREFIX + imdb_id_digits(imdb_id)
+
+
+def imdb_id_from_tconst(tconst: str) -> int:
+    """`tt0114709` -> `114709`."""
+    return int(str(tconst).removeprefix(TCONST_PREFIX))
 
 
 def tconst_sql(imdb_id: str) -> str:

@@ -19,7 +19,11 @@ from dataclasses import dataclass
 import duckdb
 import pandas as pd
 
-from recommender_lib.sources.formats import IMDB_TITLE_TYPES, IMDB_TO_MOVIELENS_GENRE
+from recommender_lib.sources.formats import (
+    IMDB_TITLE_TYPES,
+    IMDB_TO_MOVIELENS_GENRE,
+    imdb_id_from_tconst,
+)
 from recommender_lib.warehouse.tables import (
     IMDB_TITLES,
     MOVIE_LINKS,
@@ -36,7 +40,7 @@ _YEAR_SUFFIX = r"\s*\(\d{4}(?:[-–]\d{0,4})?\)\s*$"
 
 def imdb_only_item_id(tconst: str) -> int:
     """Item id of an IMDb title without a MovieLens movie: `tt0114709` -> -114709."""
-    return -int(str(tconst)[2:])
+    return -imdb_id_from_tconst(tconst)
 
 
 @dataclass(frozen=True)

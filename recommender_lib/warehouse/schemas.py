@@ -17,8 +17,7 @@ from recommender_lib.sources.formats import (
     IMDB_TITLE_TYPES,
     MOVIELENS_GENRES,
     MOVIELENS_NO_GENRES,
-    TCONST_DIGITS,
-    TCONST_PREFIX,
+    TCONST_PATTERN,
 )
 from recommender_lib.warehouse.catalog import CATALOG
 from recommender_lib.warehouse.tables import (
@@ -28,7 +27,6 @@ from recommender_lib.warehouse.tables import (
     MOVIELENS_RATINGS,
 )
 
-TCONST_PATTERN = rf"^{TCONST_PREFIX}\d{{{TCONST_DIGITS},}}$"
 FIRST_FILM_YEAR = 1870  # "Passage de Vénus", the oldest title in IMDb, is from 1874
 FIRST_RATING_TS = 789_652_800  # 1995-01-09: MovieLens went online in 1995
 HALF_STARS = [x / 2 for x in range(1, 11)]
