@@ -18,7 +18,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(DATA_DIR)/mlflow/mlflow.db
 SAMPLE_URLS := CINE_IMDB_BASE_URL=file://$(MIRROR)/imdb \
 	CINE_MOVIELENS_URL=file://$(MIRROR)/movielens/ml-latest-small.zip
 
-.PHONY: install test lint demo sample ingest platform serve models clean
+.PHONY: install test lint demo sample ingest platform serve models clean rebuild-warehouse
 
 # Create the virtualenv and install the locked dependencies (re-runs only when the lock changes).
 install: $(VENV)/.installed
@@ -51,6 +51,14 @@ sample: install
 # Materialize raw + warehouse assets (with their checks) from the sample mirror.
 ingest: sample $(DAGSTER_HOME)/dagster.yaml
 	$(SAMPLE_URLS) $(BIN)/dagster job execute -m orchestration.definitions -j ingest
+
+# Rebuild the warehouse tables and features from the raw versions already fetched (no download).
+# An unreadable warehouse file is moved aside as <file>.broken-<UTC time> first; FORCE=1 moves a
+# readable one aside too. Nothing is deleted.
+WAREHOUSE_PATH ?= $(or $(CINE_WAREHOUSE_PATH),$(DATA_DIR)/warehouse/cine_reco.duckdb)
+rebuild-warehouse: install $(DAGSTER_HOME)/dagster.yaml
+	$(if $(FORCE),$(BIN)/python -m recommender_lib.warehouse.storage set-aside $(WAREHOUSE_PATH))
+	$(BIN)/dagster job execute -m orchestration.definitions -j rebuild_warehouse
 
 # Every asset: ingest, features, the model and its evaluation, the serving bundle registered in
 # MLflow, and the `champion` alias moved to it when the promotion checks pass.

@@ -15,6 +15,7 @@ from orchestration.checks import warehouse_checks
 from orchestration.jobs import jobs
 from orchestration.resources import default_resources
 from orchestration.sensors import schedules, sensors
+from orchestration.tracking import run_end_sensors
 from recommender_lib.config import Settings
 
 ASSETS = (*raw_assets, *warehouse_assets, *feature_assets, *model_assets, *registry_assets)
@@ -37,7 +38,7 @@ def build_defs(
         assets=ASSETS,
         asset_checks=ASSET_CHECKS,
         jobs=jobs,
-        sensors=sensors,
+        sensors=[*sensors, *run_end_sensors],
         schedules=schedules,
         resources={**default_resources(settings), **(resource_overrides or {})},
         executor=dg.in_process_executor,

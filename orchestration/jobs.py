@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from orchestration.resources import REBUILD_WAREHOUSE_TAG
+
 ingest_job = dg.define_asset_job(
     "ingest",
     selection=dg.AssetSelection.groups("raw", "warehouse"),
@@ -23,4 +25,13 @@ full_refresh_job = dg.define_asset_job(
     description="Ingest, then retrain: every asset and check, in dependency order.",
 )
 
-jobs = [ingest_job, retrain_job, full_refresh_job]
+rebuild_warehouse_job = dg.define_asset_job(
+    "rebuild_warehouse",
+    selection=dg.AssetSelection.groups("warehouse", "features"),
+    tags={REBUILD_WAREHOUSE_TAG: "true"},
+    description="Rebuild the warehouse tables and features from the current raw versions (no "
+    "download). A corrupt or truncated warehouse file is first moved aside as "
+    "`<file>.broken-<UTC time>`, never deleted. `make rebuild-warehouse` runs it.",
+)
+
+jobs = [ingest_job, retrain_job, full_refresh_job, rebuild_warehouse_job]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,13 +20,21 @@ with warnings.catch_warnings():  # dagster-mlflow is marked beta; the warning is
 
 from recommender_lib.config import Settings
 from recommender_lib.registry.client import DEFAULT_MODEL_NAME, Registry, default_promotion_log
-from recommender_lib.registry.tracking import DEFAULT_EXPERIMENT, ensure_experiment
+from recommender_lib.registry.relocation import artifact_root
+from recommender_lib.registry.tracking import (
+    DEFAULT_EXPERIMENT,
+    end_orphaned_runs,
+    ensure_experiment,
+)
 from recommender_lib.sources.download import fetch_versioned
 from recommender_lib.sources.formats import IMDB_HEADERS
 from recommender_lib.sources.integrity import IntegrityError, verify_gzip_tsv, verify_movielens_zip
 from recommender_lib.sources.raw_store import FetchedFile, current_version
 from recommender_lib.sources.retry import DownloadError, is_permanent_download_error
 from recommender_lib.sources.transfer import DownloadProgress
+from recommender_lib.warehouse import storage
+
+log = logging.getLogger(__name__)
 
 
 class RawSourcesResource(dg.ConfigurableResource):
@@ -142,18 +151,49 @@ class RegistryResource(dg.ConfigurableResource):
 WAREHOUSE_POOL = "duckdb_warehouse"
 
 
+REBUILD_WAREHOUSE_TAG = "cine/rebuild_warehouse"
+
+
 class WarehouseResource(DuckDBResource):
     """The DuckDB warehouse file; its folder is created on first use.
 
     DuckDB allows one writing process per file: warehouse assets and checks share the
-    `duckdb_warehouse` concurrency pool so steps of parallel runs take turns.
+    `duckdb_warehouse` concurrency pool so steps of parallel runs take turns, and a lock held by
+    another process is waited for (DuckDBResource's backoff). A corrupt, truncated or foreign file
+    fails at once with `dg.Failure(allow_retries=False)` naming the remedy; in a run tagged
+    `cine/rebuild_warehouse` (the `rebuild_warehouse` job) such a file is first moved aside.
     """
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        run = context.dagster_run
+        if run is None or run.tags.get(REBUILD_WAREHOUSE_TAG) != "true":
+            return
+        moved = storage.set_aside_if_unreadable(self.database)
+        if moved is not None and context.log is not None:
+            context.log.warning(f"{moved[1]}; moved aside to {moved[0]}, rebuilding")
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
-        with super().get_connection() as conn:
+        config = {"custom_user_agent": "dagster", **self.connection_config}
+        try:
+            conn = storage.open_warehouse(self.database, config=config)
+        except storage.WarehouseUnreadableError as exc:
+            raise dg.Failure(
+                description=str(exc),
+                metadata={"path": dg.MetadataValue.path(str(exc.path)), "kind": exc.kind,
+                          "remedy": storage.REBUILD_HINT},
+                allow_retries=False,
+            ) from exc  # fmt: skip
+        except duckdb.IOException as exc:
+            if not storage.is_lock_conflict(exc):
+                raise
+            with super().get_connection() as waited:  # another process writes: wait for it
+                yield waited
+            return
+        try:
             yield conn
+        finally:
+            conn.close()
 
 
 @dg.resource(
@@ -177,7 +217,11 @@ def mlflow_tracking(init_context: dg.InitResourceContext) -> LazyMlFlow:
 
 
 class LazyMlFlow:
-    """Builds dagster-mlflow's `MlFlow` (which starts or resumes the run) on first `get()`."""
+    """Builds dagster-mlflow's `MlFlow` (which starts or resumes the run) on first `get()`.
+
+    Before that it ends the RUNNING MLflow runs of Dagster runs that are over (a run killed
+    with SIGKILL never ends its own), so the next run that logs leaves none behind.
+    """
 
     def __init__(self, init_context: dg.InitResourceContext) -> None:
         self._init_context = init_context
@@ -192,10 +236,41 @@ class LazyMlFlow:
                 config["experiment_name"],
                 Path(root) if root else None,
             )
+            self._end_orphans(config["mlflow_tracking_uri"], config["experiment_name"])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", dg.BetaWarning)
                 self._mlflow = MlFlow(self._init_context)
         return self._mlflow
+
+    def _end_orphans(self, tracking_uri: str, experiment_name: str) -> None:
+        instance = self._init_context.instance
+        if instance is None:
+            return
+        try:
+            ended = end_orphaned_runs(
+                tracking_uri,
+                lambda run_id: mlflow_status_for(instance.get_run_by_id(run_id)),
+                experiment_name=experiment_name,
+            )
+        except Exception as exc:  # hygiene must never fail the run that logs
+            log.warning("could not end orphaned MLflow runs: %s", exc)
+            return
+        for run_id, status in ended.items():
+            log.warning("ended orphaned MLflow run %s as %s", run_id, status)
+
+
+def mlflow_status_for(run: dg.DagsterRun | None) -> str | None:
+    """The MLflow status that ends the MLflow run of Dagster `run`; None while it is not over.
+
+    FAILURE → FAILED, CANCELED → KILLED, SUCCESS → FINISHED; a deleted run counts as KILLED.
+    """
+    if run is None:
+        return "KILLED"
+    return {
+        dg.DagsterRunStatus.FAILURE: "FAILED",
+        dg.DagsterRunStatus.CANCELED: "KILLED",
+        dg.DagsterRunStatus.SUCCESS: "FINISHED",
+    }.get(run.status)
 
 
 def _require_current(store: Path) -> FetchedFile:
@@ -224,7 +299,7 @@ def default_resources(settings: Settings | None = None) -> dict[str, object]:
                 # A tracking server stores artifacts itself; a local store keeps them in data/
                 "artifact_root": None
                 if settings.mlflow_tracking_uri.startswith("http")
-                else str(settings.data_dir / "mlflow" / "artifacts"),
+                else str(artifact_root(settings)),
             }
         ),
     }

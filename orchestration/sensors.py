@@ -12,6 +12,11 @@ Rules:
 - no cursor yet (first tick, or the URL changed): the version the raw store already holds for
   that URL counts as seen, so a platform that was just refreshed (`make platform`, then
   `dagster dev`) does not retrain again; with an empty store the first tick requests a run.
+- covered: a `full_refresh` run that is queued or running but has not started this source's
+  raw steps yet fetches the newest version anyway, so a change gives a SkipReason naming that
+  run and the cursor moves on. On a fresh install both sensors see a change on their first
+  tick; the daemon evaluates them one after the other, so the second is covered by the run the
+  first requested: one `full_refresh`, not two on the same data.
 
 Both sensors default to RUNNING: with a daemon (`dagster dev`, docker-compose) the platform
 notices new dumps on its own. Nothing runs without a daemon, so tests and `dagster job execute`
@@ -54,6 +59,14 @@ CURSOR_FORMAT = 1
 IMDB_FILES = (IMDB_BASICS_FILE, IMDB_RATINGS_FILE)
 TAG_SOURCE = "cine/source"
 TAG_DUMP_VERSION = "cine/dump_version"
+IMDB_ASSETS = {IMDB_BASICS_FILE: "imdb_title_basics", IMDB_RATINGS_FILE: "imdb_title_ratings"}
+MOVIELENS_ASSET = "movielens_release"
+PENDING_STATUSES = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
 
 def sensor_interval_s(default: int, environ: Mapping[str, str] | None = None) -> int:
@@ -81,19 +94,26 @@ class WatchedSource:
     url: str
     store: Path
     md5_url: str | None = None
+    assets: tuple[str, ...] = ()  # the raw assets (step keys) that fetch it
 
 
 def imdb_sources(raw_sources: RawSourcesResource) -> list[WatchedSource]:
     base = raw_sources.imdb_base_url.rstrip("/")
     return [
-        WatchedSource(f.removesuffix(".tsv.gz"), f"{base}/{f}", raw_sources.imdb_store(f))
+        WatchedSource(
+            f.removesuffix(".tsv.gz"),
+            f"{base}/{f}",
+            raw_sources.imdb_store(f),
+            assets=(IMDB_ASSETS[f],),
+        )
         for f in IMDB_FILES
     ]
 
 
 def movielens_sources(raw_sources: RawSourcesResource) -> list[WatchedSource]:
     url = raw_sources.movielens_url
-    return [WatchedSource("movielens", url, raw_sources.movielens_store, md5_url_for(url))]
+    store = raw_sources.movielens_store
+    return [WatchedSource("movielens", url, store, md5_url_for(url), (MOVIELENS_ASSET,))]
 
 
 def load_cursor(cursor: str | None) -> dict[str, ProbeState]:
@@ -141,10 +161,42 @@ def _describe(sources: Sequence[WatchedSource], results: Sequence[ProbeResult]) 
     return "; ".join(parts)
 
 
+def _instance_of(context: dg.SensorEvaluationContext) -> dg.DagsterInstance | None:
+    try:
+        return context.instance
+    except dg.DagsterInvariantViolationError:  # a context built without an instance (tests)
+        return None
+
+
+def covering_run(
+    instance: dg.DagsterInstance | None, sources: Sequence[WatchedSource]
+) -> str | None:
+    """A queued or running `full_refresh` run that has not started fetching `sources` yet.
+
+    Its raw steps will fetch the newest version of these sources, so a second run for the same
+    change would only repeat it. None when there is no such run (or no instance).
+    """
+    if instance is None:
+        return None
+    steps = {asset for source in sources for asset in source.assets}
+    records = instance.get_run_records(
+        dg.RunsFilter(job_name=full_refresh_job.name, statuses=PENDING_STATUSES), limit=20
+    )
+    for record in records:
+        run = record.dagster_run
+        selected = run.asset_selection
+        if selected is not None and not steps <= {key.to_user_string() for key in selected}:
+            continue
+        if not instance.get_run_step_stats(run.run_id, step_keys=sorted(steps)):
+            return run.run_id
+    return None
+
+
 def evaluate_sources(
     context: dg.SensorEvaluationContext, source_tag: str, sources: Sequence[WatchedSource]
 ) -> dg.SensorResult | dg.SkipReason:
-    """Probe every source; one `full_refresh` run request when any version changed."""
+    """Probe every source; one `full_refresh` run request when any version changed, unless a
+    pending `full_refresh` run will fetch it anyway (`covering_run`)."""
     seen = load_cursor(context.cursor)
     results: list[ProbeResult] = []
     with requests.Session() as session:
@@ -167,6 +219,11 @@ def evaluate_sources(
     if not any(r.changed for r in results):
         return dg.SensorResult(skip_reason=dg.SkipReason(f"unchanged: {summary}"), cursor=cursor)
     version = _dump_version(sources, results)
+    covered_by = covering_run(_instance_of(context), sources)
+    if covered_by is not None:
+        context.log.info(f"{source_tag}: {version} is fetched by run {covered_by}: no new run")
+        skip = dg.SkipReason(f"covered by run {covered_by}, which fetches it: {summary}")
+        return dg.SensorResult(skip_reason=skip, cursor=cursor)
     context.log.info(f"{source_tag}: new dump version {version}: {summary}")
     request = dg.RunRequest(
         run_key=version, tags={TAG_SOURCE: source_tag, TAG_DUMP_VERSION: version}

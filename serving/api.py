@@ -32,6 +32,13 @@ NOT_LOADED: Responses = {503: {"model": s.ErrorResponse, "description": "no mode
 INVALID: Responses = {422: {"model": s.ValidationErrorResponse, "description": "invalid input"}}
 TITLE_404: Responses = {404: {"model": s.TitleNotFoundResponse, "description": "unknown title"}}
 TITLES_404: Responses = {404: {"model": s.UnknownTitlesResponse, "description": "unknown title(s)"}}
+BODY: Responses = {  # what reading a request body can answer (`serving.middleware`, FastAPI)
+    400: {"model": s.ErrorResponse, "description": "unreadable body (e.g. not UTF-8)"},
+    413: {"model": s.ErrorResponse, "description": "body over CINE_MAX_BODY_BYTES"},
+}
+INTERNAL: Responses = {
+    500: {"model": s.InternalErrorResponse, "description": "internal error, no stack trace"}
+}
 TitleRefPath = Annotated[
     str, Path(max_length=200, description="IMDb id (tt0114709) or MovieLens id (1)")
 ]
@@ -46,7 +53,7 @@ def served(request: Request) -> LoadedModel:
     return model
 
 
-router = APIRouter(responses={**NOT_LOADED, **INVALID})
+router = APIRouter(responses={**NOT_LOADED, **INVALID, **INTERNAL})
 
 
 def _json(text: str) -> Response:
@@ -238,7 +245,7 @@ def similar_titles(ref: TitleRefPath, request: Request) -> Response:
 @router.post(
     "/recommendations",
     response_model=s.RecommendationResponse,
-    responses=TITLES_404,
+    responses=TITLES_404 | BODY,
     tags=["recommendations"],
 )
 def recommend(body: s.RecommendationRequest, request: Request) -> dict[str, Any]:
@@ -286,7 +293,8 @@ def recommend_for_user(
     "/scores",
     response_model=s.ScoreResponse,
     responses=TITLES_404
-    | {404: {"model": s.ErrorResponse, "description": "unknown title or user"}},
+    | {404: {"model": s.ErrorResponse, "description": "unknown title or user"}}
+    | BODY,
     tags=["recommendations"],
 )
 def score(body: s.ScoreRequest, request: Request) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from serving.api import NOT_LOADED, router
 from serving.logs import configure_logging
 from serving.metrics import ServingMetrics
 from serving.middleware import RequestContextMiddleware
-from serving.model_store import ModelStore
+from serving.model_store import Fallback, ModelStore
 from serving.settings import ServingSettings
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -79,22 +79,27 @@ def _ops_routes(app: FastAPI) -> None:
 
     @app.get("/version", response_model=s.VersionResponse, responses=NOT_LOADED, tags=["ops"])
     def version(request: Request) -> dict[str, Any]:
-        """The served bundle's manifest (without the file hashes) and its registry version."""
-        current = _store(request).current
+        """The served bundle's manifest (without the file hashes), its registry version, and
+        `fallback` when it is not the version the alias names (why, and which one that is)."""
+        store = _store(request)
+        current, fallback = store.current, store.fallback
         if current is None:
             raise HTTPException(503, "no model loaded yet")
         request.state.model_version = current.model_version
+        if fallback is not None and fallback.served_key != current.key:
+            fallback = None  # from before a swap that happened meanwhile
         registry = None
         if current.registry_version is not None:
             registry = {
                 "model_name": current.model_name,
                 "version": current.registry_version,
-                "alias": current.alias,
+                "alias": current.alias if fallback is None else None,
             }
         return {
             "model_version": current.model_version,
             "source": current.source,
             "registry": registry,
+            "fallback": _fallback(fallback, current.alias),
             "loaded_at": current.loaded_at,
             "served_model": _served_model(current.manifest),
             "manifest": {k: v for k, v in current.manifest.items() if k != "files"},
@@ -181,6 +186,21 @@ def create_app(
 
 
 app = create_app()
+
+
+def _fallback(fallback: Fallback | None, alias: str | None) -> dict[str, Any] | None:
+    if fallback is None:
+        return None
+    wanted = fallback.wanted
+    return {
+        "reason": fallback.reason,
+        "since": fallback.since,
+        "wanted": {
+            "alias": alias,
+            "version": wanted.registry_version,
+            "bundle_version": wanted.bundle_version,
+        },
+    }
 
 
 def _served_model(manifest: dict[str, Any]) -> dict[str, Any] | None:

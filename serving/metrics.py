@@ -21,7 +21,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 class StoreCollector(Collector):
-    """`cine_model_reloads_total`, `cine_model_reload_failures_total`, `cine_model_version_info`."""
+    """`cine_model_reloads_total`, `cine_model_reload_failures_total`, `cine_model_version_info`,
+    `cine_model_fallback`."""
 
     def __init__(self, store: ModelStore) -> None:
         self._store = store
@@ -41,10 +42,15 @@ class StoreCollector(Collector):
             "1 for the model version being served.",
             labels=["version", "bundle_version"],
         )
-        current = store.current
+        current, fallback = store.current, store.fallback
         if current is not None:
             info.add_metric([current.registry_version or "local", current.model_version], 1.0)
         yield info
+        yield GaugeMetricFamily(
+            "cine_model_fallback",
+            "1 while the served version is not the one the alias names (it did not load).",
+            value=float(fallback is not None and current is not None),
+        )
 
 
 class ServingMetrics:

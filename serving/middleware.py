@@ -1,6 +1,7 @@
 """Pure ASGI middleware: request ids, access logs, HTTP metrics, no stack traces to clients.
 
-Per request: a body limit (413 when `Content-Length` or the bytes read pass it),
+Per request: `HEAD` answered as the `GET` of the same URL without the body (load balancers
+probe `/health` with HEAD); a body limit (413 when `Content-Length` or the bytes read pass it),
 `X-Request-ID` (the caller's when it is a sane token of at most 64 characters,
 else a fresh uuid4 hex) on the response and in `request.state.request_id`; `X-Model-Version`
 when a model answered or is loaded; one JSON access-log line; the Prometheus counters labelled
@@ -77,10 +78,15 @@ class RequestContextMiddleware:
         state["request_id"] = request_id
         status = 500
         response_started = False
+        method = scope["method"]
+        if method == "HEAD":
+            scope["method"] = "GET"  # routed and answered as GET; the body is dropped below
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status, response_started
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.body" and method == "HEAD":
+                message = {**message, "body": b""}
+            elif message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
                 headers = list(message.get("headers", ()))
@@ -111,26 +117,25 @@ class RequestContextMiddleware:
                 logging.ERROR,
                 "unhandled_exception",
                 request_id=request_id,
-                method=scope["method"],
+                method=method,
                 path=scope["path"],
                 exc_info=True,
             )
             if response_started:
                 raise
             status = 500
-            await _send_json(
-                send, 500, {"detail": "internal error", "request_id": request_id}, request_id
-            )
+            content = {"detail": "internal error", "request_id": request_id}
+            await _send_json(send, 500, content, request_id, with_body=method != "HEAD")
         finally:
             seconds = time.perf_counter() - started
             route = route_template(scope)
-            self.metrics.observe_request(route, scope["method"], status, seconds)
+            self.metrics.observe_request(route, method, status, seconds)
             log_event(
                 access_logger,
                 logging.INFO,
                 "request",
                 request_id=request_id,
-                method=scope["method"],
+                method=method,
                 route=route,
                 status=status,
                 duration_ms=round(seconds * 1000, 3),
@@ -138,7 +143,9 @@ class RequestContextMiddleware:
             )
 
 
-async def _send_json(send: Send, status: int, content: dict[str, str], request_id: str) -> None:
+async def _send_json(
+    send: Send, status: int, content: dict[str, str], request_id: str, *, with_body: bool
+) -> None:
     body = json.dumps(content).encode()
     await send(
         {
@@ -151,4 +158,4 @@ async def _send_json(send: Send, status: int, content: dict[str, str], request_i
             ],
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": body if with_body else b""})

@@ -48,7 +48,10 @@ Stars = Annotated[
 
 # ------------------------------------------------------------------------------------ requests
 class RequestModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A JSON body: unknown fields and lax types are refused (`true` is not 1 star, `"5"` is
+    not a number); MovieLens ids may still be JSON numbers (`TitleRef`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class FilterSpec(RequestModel):
@@ -114,6 +117,7 @@ class RecommendationRequest(RatingsBody):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [{"ratings": [{"title": "tt0114709", "rating": 4.5}], "k": 10}]
         },
@@ -213,7 +217,19 @@ class ReadyResponse(Versioned):
 class RegistryInfo(BaseModel):
     model_name: str
     version: str
-    alias: str
+    alias: str | None = Field(description="the alias it is served for; null for a fallback")
+
+
+class WantedVersion(BaseModel):
+    alias: str | None
+    version: str | None = Field(description="registry version the alias names (null: directory)")
+    bundle_version: str | None
+
+
+class FallbackInfo(BaseModel):
+    reason: str = Field(description="why the wanted version is not served")
+    since: str
+    wanted: WantedVersion
 
 
 class ServedModel(BaseModel):
@@ -227,6 +243,9 @@ class ServedModel(BaseModel):
 class VersionResponse(Versioned):
     source: Literal["mlflow", "directory"]
     registry: RegistryInfo | None
+    fallback: FallbackInfo | None = Field(
+        None, description="set while the served version is not the one the source names"
+    )
     loaded_at: str
     served_model: ServedModel | None = Field(description="null for bundles that predate it")
     manifest: dict[str, Any] = Field(description="bundle manifest without the file hash table")

@@ -7,7 +7,11 @@
 | `CINE_MODEL_NAME` | `cine-reco` | registered model name |
 | `CINE_MODEL_ALIAS` | `champion` | alias served |
 | `CINE_RELOAD_INTERVAL_S` | 10 | seconds between polls for a new version |
-| `CINE_RELOAD_BACKOFF_S` | 300 | seconds before a version that failed to load is tried again |
+| `CINE_RELOAD_BACKOFF_S` | 300 | seconds before a bundle that did not verify/load is tried again |
+| `CINE_RELOAD_RETRY_MAX_S` | 60 | cap of the retry delay after an environment error (unwritable |
+| | | cache, registry down): the interval, doubling per failure, up to this |
+| `CINE_PROMOTION_LOG` | `<data_dir>/registry/promotions.jsonl` | where fallbacks find the |
+| | | previous champions when the champion does not verify |
 | `CINE_SERVING_DIR` | `<data_dir>/serving` | download cache of registry bundles |
 | `CINE_CORS_ORIGINS` | unset (CORS closed) | comma-separated allowed origins |
 | `CINE_MAX_BODY_BYTES` | 65536 | larger request bodies get 413 |
@@ -23,13 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recommender_lib.config import Settings
-from recommender_lib.registry.client import CHAMPION, DEFAULT_MODEL_NAME
+from recommender_lib.registry.client import CHAMPION, DEFAULT_MODEL_NAME, default_promotion_log
 
 ENV_BUNDLE_DIR = "CINE_BUNDLE_DIR"
 ENV_MODEL_NAME = "CINE_MODEL_NAME"
 ENV_MODEL_ALIAS = "CINE_MODEL_ALIAS"
 ENV_RELOAD_INTERVAL_S = "CINE_RELOAD_INTERVAL_S"
 ENV_RELOAD_BACKOFF_S = "CINE_RELOAD_BACKOFF_S"
+ENV_RELOAD_RETRY_MAX_S = "CINE_RELOAD_RETRY_MAX_S"
+ENV_PROMOTION_LOG = "CINE_PROMOTION_LOG"
 ENV_SERVING_DIR = "CINE_SERVING_DIR"
 ENV_CORS_ORIGINS = "CINE_CORS_ORIGINS"
 ENV_MAX_BODY_BYTES = "CINE_MAX_BODY_BYTES"
@@ -65,6 +71,8 @@ class ServingSettings:
     max_body_bytes: int
     blas_threads: int = 1
     similar_cache_size: int = 2048
+    reload_retry_max_s: float = 60.0
+    promotion_log: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
@@ -84,4 +92,6 @@ class ServingSettings:
             max_body_bytes=int(_number(env, ENV_MAX_BODY_BYTES, 64 * 1024, 1)),
             blas_threads=int(_number(env, ENV_BLAS_THREADS, 1, 0)),
             similar_cache_size=int(_number(env, ENV_SIMILAR_CACHE_SIZE, 2048, 0)),
+            reload_retry_max_s=_number(env, ENV_RELOAD_RETRY_MAX_S, 60.0, 0.0),
+            promotion_log=Path(env.get(ENV_PROMOTION_LOG) or default_promotion_log(base)),
         )

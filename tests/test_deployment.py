@@ -455,7 +455,8 @@ def test_dashboard_uses_only_the_served_metrics() -> None:
     from fastapi.testclient import TestClient
 
     from serving.app import create_app
-    from serving.model_store import DirectorySource, ModelStore
+    from serving.model_store import ModelStore
+    from serving.sources import DirectorySource
 
     never_loads = ModelStore(DirectorySource(DASHBOARD.parent / "missing"))
     with TestClient(create_app(never_loads, watch=False)) as client:

@@ -75,7 +75,12 @@ def test_definitions_load() -> None:
     } <= checks
     assert {("model_version", "serves_sane_answers"),
             ("model_version", "not_worse_than_champion")} <= checks  # fmt: skip
-    assert {s.name for s in defs.sensors} == {"imdb_dump_sensor", "movielens_release_sensor"}
+    assert {s.name for s in defs.sensors} == {
+        "imdb_dump_sensor",
+        "movielens_release_sensor",
+        "mlflow_failed_run_sensor",
+        "mlflow_canceled_run_sensor",
+    }
     for job in ("ingest", "retrain", "full_refresh"):
         assert defs.resolve_job_def(job) is not None
 

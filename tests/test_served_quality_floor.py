@@ -17,8 +17,9 @@ from recommender_lib.warehouse import tables as warehouse
 from recommender_lib.warehouse.catalog import CatalogFilters, build_catalog
 from recommender_lib.workflow.steps import connection, train_and_bundle
 from serving.app import create_app
-from serving.model_store import DirectorySource, ModelStore
+from serving.model_store import ModelStore
 from serving.settings import ServingSettings
+from serving.sources import DirectorySource
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 

@@ -23,11 +23,13 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from recommender_lib.registry.client import Registry as LibRegistry
 from serving import schemas
 from serving.app import create_app
 from serving.logs import ACCESS_LOGGER_NAME, JsonFormatter
-from serving.model_store import DirectorySource, ModelStore, RegistrySource
+from serving.model_store import ModelStore
 from serving.settings import ServingSettings
+from serving.sources import DirectorySource, RegistrySource
 from serving.view import ServingView
 from tests.support.serving import (
     TEST_MODEL,
@@ -226,8 +228,12 @@ class Registry:
         self.promote(name, "1")
         return name
 
-    def promote(self, model: str, version: str) -> None:
-        promote_champion(self.uri, model, version, self.root / "promotions.jsonl")
+    def promote(self, model: str, version: str, *, force: bool = False) -> None:
+        if not force:
+            promote_champion(self.uri, model, version, self.root / "promotions.jsonl")
+            return
+        registry = LibRegistry(self.uri, model, self.root / "promotions.jsonl")
+        registry.promote(version, reason="test", actor="tests", force=True)
 
 
 @pytest.fixture(scope="session")
@@ -555,11 +561,13 @@ def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(
     copy_tags = {"bundle_version": good["model_version"]}
     assert add_version(registry.uri, model, broken_src, copy_tags) == "2"
     tamper_bundle_file(broken_src / "artifacts" / "bundle")
-    registry.promote(model, "2")
+    registry.promote(model, "2", force=True)  # `promote` refuses it without force (issue 12)
 
     assert store.refresh() == "failed"
     assert store.refresh() == "skipped"  # not retried in a hot loop
-    assert client.get("/version").json() == good
+    refused = client.get("/version").json()  # v1 still served, now reported as a fallback
+    assert refused["fallback"]["wanted"]["version"] == "2"
+    assert {**refused, "fallback": None, "registry": good["registry"]} == good
     assert client.get("/titles/1/similar").status_code == 200
     text = client.get("/metrics").text
     assert _metric(text, "cine_model_reload_failures_total") == 1

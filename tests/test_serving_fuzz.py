@@ -28,8 +28,9 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from serving.app import create_app
-from serving.model_store import DirectorySource, ModelStore
+from serving.model_store import ModelStore
 from serving.settings import ServingSettings
+from serving.sources import DirectorySource
 from tests.support.serving import champion_app
 
 pytestmark = pytest.mark.slow

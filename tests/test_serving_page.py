@@ -24,8 +24,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
-from serving.model_store import DirectorySource, ModelStore
+from serving.model_store import ModelStore
 from serving.settings import ServingSettings
+from serving.sources import DirectorySource
 from tests.support.serving import champion_app, live_server
 
 STATIC = Path(__file__).resolve().parents[1] / "serving" / "static"

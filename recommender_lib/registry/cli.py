@@ -14,6 +14,7 @@ from recommender_lib.bundle.format import BundleError
 from recommender_lib.config import Settings
 from recommender_lib.registry.client import DEFAULT_MODEL_NAME, Registry, default_promotion_log
 from recommender_lib.registry.records import PromotionRecord, RegistryError
+from recommender_lib.registry.relocation import MovedStoreError, relocate_store
 
 SUMMARY_METRICS = ("P1.two_tower.rmse", "P1.two_tower.ndcg_at_10", "P2.two_tower.rmse_k3")
 
@@ -61,13 +62,23 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("rollback", help="return the champion alias to the previous champion")
     r.add_argument("--to", dest="to_version", help="roll back to this version instead")
     r.add_argument("--reason", default="manual rollback")
+    for move in (p, r):
+        move.add_argument(
+            "--force",
+            action="store_true",
+            help="move the alias even when the version's bundle does not verify (logged)",
+        )
     sub.add_parser("log", help="show the promotion log")
+    m = sub.add_parser("relocate", help="rewrite a moved local store's paths to this data dir")
+    m.add_argument("--from", dest="old_dir", type=Path, required=True, help="the old data dir")
+    m.add_argument("--to", dest="new_dir", type=Path, help="default: the current data dir")
     return parser
 
 
 def _print_record(record: PromotionRecord) -> None:
+    action = f"{record.action} (forced, bundle does not verify)" if record.forced else record.action
     print(
-        f"{record.action}: {record.model_name} champion "
+        f"{action}: {record.model_name} champion "
         f"{record.from_version or '(none)'} -> {record.to_version}"
     )
 
@@ -94,11 +105,14 @@ def _cmd_list(registry: Registry, args: argparse.Namespace) -> None:
 
 
 def _cmd_promote(registry: Registry, args: argparse.Namespace) -> None:
-    _print_record(registry.promote(args.version, reason=args.reason, actor=args.actor))
+    record = registry.promote(args.version, reason=args.reason, actor=args.actor, force=args.force)
+    _print_record(record)
 
 
 def _cmd_rollback(registry: Registry, args: argparse.Namespace) -> None:
-    record = registry.rollback(actor=args.actor, reason=args.reason, to_version=args.to_version)
+    record = registry.rollback(
+        actor=args.actor, reason=args.reason, to_version=args.to_version, force=args.force
+    )
     _print_record(record)
 
 
@@ -108,11 +122,35 @@ def _cmd_log(registry: Registry, args: argparse.Namespace) -> None:
         print(f"no promotions of model {registry.model_name!r} in {registry.promotion_log}")
         return
     headers = ["AT", "ACTION", "FROM", "TO", "ACTOR", "REASON"]
-    rows = [(r.at, r.action, r.from_version, r.to_version, r.actor, r.reason) for r in records]
+    rows = [
+        (
+            r.at,
+            f"{r.action} (forced)" if r.forced else r.action,
+            r.from_version,
+            r.to_version,
+            r.actor,
+            r.reason,
+        )
+        for r in records
+    ]
     print(_table(headers, rows))
 
 
-_COMMANDS = {"list": _cmd_list, "promote": _cmd_promote, "rollback": _cmd_rollback, "log": _cmd_log}
+def _cmd_relocate(registry: Registry, args: argparse.Namespace) -> None:
+    new_dir = args.new_dir or Settings.from_env().data_dir
+    changed = relocate_store(registry.tracking_uri, args.old_dir, new_dir)
+    print(f"relocated {registry.tracking_uri}: {args.old_dir} -> {new_dir}")
+    for column, rows in sorted(changed.items()):
+        print(f"  {column}: {rows} row(s)")
+
+
+_COMMANDS = {
+    "list": _cmd_list,
+    "promote": _cmd_promote,
+    "rollback": _cmd_rollback,
+    "log": _cmd_log,
+    "relocate": _cmd_relocate,
+}
 
 
 def _check_store(tracking_uri: str) -> None:
@@ -137,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _check_store(args.tracking_uri)
         _COMMANDS[args.command](registry, args)
     except Exception as exc:
-        if not isinstance(exc, (RegistryError, BundleError)) and not _is_mlflow_error(exc):
+        known = (RegistryError, BundleError, MovedStoreError)
+        if not isinstance(exc, known) and not _is_mlflow_error(exc):
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -5,8 +5,9 @@ Each registered version is an MLflow pyfunc model whose `bundle` artifact is a v
 bundle (`recommender_lib.bundle.format`). Serving loads `models:/<name>@champion`. Every alias move
 is appended to a JSON Lines promotion log (`records.PromotionLog`), which `rollback` consults.
 
-The registry is the source of truth for who is champion: promote/rollback move the alias first,
-then tag the version and append the log record (under a file lock, so concurrent promotions
+The registry is the source of truth for who is champion: promote/rollback first download and
+verify the target's bundle (refused unless `force`, which is logged and recorded), then move the
+alias, tag the version and append the log record (under a file lock, so concurrent promotions
 neither lose records nor interleave).
 
 CLI: `python -m recommender_lib.registry {list,promote,rollback,log} --help`.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recommender_lib.atomic import atomic_path
-from recommender_lib.bundle.format import BundleError, verify_bundle
+from recommender_lib.bundle.format import BundleError, read_manifest, verify_bundle
 from recommender_lib.config import Settings
 from recommender_lib.registry.records import (
     Action,
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
     from mlflow.pyfunc import PythonModel
 
+logger = logging.getLogger(__name__)
 CHAMPION = "champion"
 DEFAULT_MODEL_NAME = "cine-reco"
 BUNDLE_ARTIFACT = "bundle"
@@ -196,6 +199,21 @@ class Registry:
                 os.replace(bundle, target)
         return dest
 
+    def verify_version(self, ref: str) -> str:
+        """Download the bundle of `ref` into a temp folder and verify it; return its bundle
+        version. BundleError when it does not verify or is not the registered bundle."""
+        mv = self._resolve(ref)
+        with tempfile.TemporaryDirectory(prefix=".verify.") as tmp:
+            bundle = self.download_bundle(str(mv.version), Path(tmp) / "bundle")
+            found = str(read_manifest(bundle)["bundle_version"])  # verified by the download
+        registered = (mv.tags or {}).get("bundle_version")
+        if registered is not None and registered != found:
+            raise BundleError(
+                f"model {mv.name!r} version {mv.version}: registered as bundle {registered}, "
+                f"the manifest says {found}"
+            )
+        return found
+
     # ----------------------------------------------------------------------- queries
 
     def resolve(self, ref: str) -> ModelVersionInfo:
@@ -282,26 +300,46 @@ class Registry:
         Every line of the log is validated (RegistryError names the first bad one)."""
         return [r for r in self._log.read() if r.model_name == self.model_name]
 
-    def promote(self, version: str, *, reason: str, actor: str) -> PromotionRecord:
-        """Move `champion` to `version` (must exist and be READY) and log it as a promotion."""
+    def promote(
+        self, version: str, *, reason: str, actor: str, force: bool = False
+    ) -> PromotionRecord:
+        """Move `champion` to `version` (must exist, be READY and have a bundle that verifies,
+        unless `force`) and log it as a promotion."""
         log = self._log
         with log.locked():
-            return self._move_champion(log, version, action="promote", reason=reason, actor=actor)
+            return self._move_champion(
+                log, version, action="promote", reason=reason, actor=actor, force=force
+            )
 
     def rollback(
-        self, *, actor: str, reason: str = "manual rollback", to_version: str | None = None
+        self,
+        *,
+        actor: str,
+        reason: str = "manual rollback",
+        to_version: str | None = None,
+        force: bool = False,
     ) -> PromotionRecord:
-        """Move `champion` back to `to_version`, or to the previous champion per the log."""
+        """Move `champion` back to `to_version`, or to the previous champion per the log (its
+        bundle must verify unless `force`)."""
         log = self._log
         with log.locked():
             current = self.champion()
             if current is None:
                 raise RegistryError(f"model {self.model_name!r} has no champion to roll back from")
             target = to_version or rollback_target(log.read(), self.model_name, current.version)
-            return self._move_champion(log, target, action="rollback", reason=reason, actor=actor)
+            return self._move_champion(
+                log, target, action="rollback", reason=reason, actor=actor, force=force
+            )
 
     def _move_champion(
-        self, log: PromotionLog, version: str, *, action: Action, reason: str, actor: str
+        self,
+        log: PromotionLog,
+        version: str,
+        *,
+        action: Action,
+        reason: str,
+        actor: str,
+        force: bool,
     ) -> PromotionRecord:
         name, version = self.model_name, str(version)
         mv = self._get_version(name, version)
@@ -311,6 +349,7 @@ class Registry:
         from_version = None if current is None else str(current.version)
         if from_version == version:
             raise RegistryError(f"model {name!r} version {version} is already the champion")
+        forced = self._check_target(version, action, force)
         record = PromotionRecord(
             at=datetime.now(UTC).isoformat(timespec="seconds"),
             model_name=name,
@@ -319,12 +358,35 @@ class Registry:
             actor=actor,
             reason=reason,
             action=action,
+            forced=forced,
         )
         self._client.set_registered_model_alias(name, CHAMPION, version)
         self._client.set_model_version_tag(name, version, "promoted_at", record.at)
         self._client.set_model_version_tag(name, version, "promotion_reason", reason)
+        if forced:
+            self._client.set_model_version_tag(name, version, "promotion_forced", "true")
         log.append(record)
         return record
+
+    def _check_target(self, version: str, action: Action, force: bool) -> bool:
+        """Verify the bundle of `version`; True when it does not and `force` overrides."""
+        try:
+            self.verify_version(version)
+        except (BundleError, RegistryError) as exc:  # altered, or no bundle artifact at all
+            if not force:
+                raise RegistryError(
+                    f"refusing to {action} model {self.model_name!r} to version {version}: "
+                    f"its bundle does not verify ({exc}); --force overrides"
+                ) from exc
+            logger.warning(
+                "forced %s of model %r to version %s whose bundle does not verify: %s",
+                action,
+                self.model_name,
+                version,
+                exc,
+            )
+            return True
+        return False
 
 
 # --------------------------------------------------------------------------- MLflow plumbing

@@ -53,6 +53,7 @@ class PromotionRecord:
     actor: str
     reason: str
     action: Action
+    forced: bool = False  # moved with `force` to a version whose bundle did not verify
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -108,6 +109,23 @@ class PromotionLog:
         if existing and not existing.endswith("\n"):
             existing += "\n"
         write_text_atomic(self.path, existing + record.to_json() + "\n")
+
+
+def previous_champions(
+    records: Sequence[PromotionRecord], model_name: str, current: str
+) -> list[str]:
+    """The champions before `current`, newest first, walking `rollback_target` back."""
+    found: list[str] = []
+    seen = {current}
+    while True:
+        try:
+            current = rollback_target(records, model_name, current)
+        except RegistryError:
+            return found
+        if current in seen:
+            return found
+        seen.add(current)
+        found.append(current)
 
 
 def rollback_target(records: Sequence[PromotionRecord], model_name: str, current: str) -> str:

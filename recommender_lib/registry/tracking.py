@@ -7,23 +7,32 @@ dagster-mlflow resource) so they work inside and outside Dagster.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from recommender_lib.registry.relocation import (
+    MovedStoreError,
+    moved_from,
+    moved_store_message,
+    store_path,
+)
+
 if TYPE_CHECKING:
     from recommender_lib.evaluation.report import EvaluationReport
 
 DEFAULT_EXPERIMENT = "cine-reco"
+DAGSTER_RUN_TAG = "dagster_run_id"  # set by dagster-mlflow on the MLflow run of a Dagster run
 
 
 def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path | None = None) -> str:
     """Create the experiment (artifacts under `artifact_root`) unless it exists; return its id.
 
     With a local SQLite backend MLflow would otherwise put artifacts in `./mlruns` of whatever
-    directory the process happens to run in.
+    directory the process happens to run in. A local store whose experiment keeps its artifacts
+    under another data dir (the data dir was moved) is refused with `MovedStoreError`.
     """
     import mlflow
 
@@ -32,12 +41,85 @@ def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path | None =
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if artifact_root is not None and store_path(tracking_uri) is not None:
+            old = moved_from(experiment.artifact_location, artifact_root)
+            if old is not None:
+                new = artifact_root.parent.parent
+                raise MovedStoreError(moved_store_message(tracking_uri, old, new))
         return experiment.experiment_id
     location = None
     if artifact_root is not None:
         artifact_root.mkdir(parents=True, exist_ok=True)
         location = artifact_root.resolve().as_uri()
     return client.create_experiment(name, artifact_location=location)
+
+
+def _running_runs(client: Any, experiment_name: str | None, tag_filter: str = "") -> list[Any]:
+    """RUNNING runs of one experiment (every active experiment when None), all pages."""
+    if experiment_name is None:
+        ids = [e.experiment_id for e in client.search_experiments()]
+    else:
+        experiment = client.get_experiment_by_name(experiment_name)
+        ids = [] if experiment is None else [experiment.experiment_id]
+    if not ids:
+        return []
+    query = "attributes.status = 'RUNNING'" + (f" and {tag_filter}" if tag_filter else "")
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(ids, filter_string=query, max_results=500, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def end_runs_tagged(
+    tracking_uri: str,
+    value: str,
+    status: str = "FAILED",
+    *,
+    tag: str = DAGSTER_RUN_TAG,
+    experiment_name: str | None = None,
+) -> list[str]:
+    """End every RUNNING run whose `tag` is `value` with `status`; return their ids.
+
+    For a Dagster run that died without ending its MLflow run (SIGKILL, OOM): MLflow never
+    notices on its own. Searches every experiment unless `experiment_name` is given.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    ended = []
+    for run in _running_runs(client, experiment_name, f"tags.{tag} = '{value}'"):
+        client.set_terminated(run.info.run_id, status=status)
+        ended.append(run.info.run_id)
+    return ended
+
+
+def end_orphaned_runs(
+    tracking_uri: str,
+    status_of: Callable[[str], str | None],
+    *,
+    tag: str = DAGSTER_RUN_TAG,
+    experiment_name: str | None = None,
+) -> dict[str, str]:
+    """End RUNNING runs whose owner (the value of `tag`) is gone; return {run id: status}.
+
+    `status_of(owner)` gives the MLflow status to end that run with (`FAILED`, `KILLED`,
+    `FINISHED`), or None while its owner still runs. Runs without the tag are left alone.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    ended: dict[str, str] = {}
+    for run in _running_runs(client, experiment_name):
+        owner = run.data.tags.get(tag)
+        status = status_of(owner) if owner else None
+        if status is not None:
+            client.set_terminated(run.info.run_id, status=status)
+            ended[run.info.run_id] = status
+    return ended
 
 
 def log_history(mlflow_api: Any, history: Mapping[str, list[float]]) -> None:

@@ -117,10 +117,16 @@ def check_row_count_drift(
     history = warehouse.load_history(conn, table, limit=2)
     if not history:
         return QualityResult(False, f"{table}: never loaded", {})
-    current = history[0]
-    if len(history) < 2:
+    previous = history[1] if len(history) > 1 else None
+    return check_row_count_change(table, history[0], previous, max_shrink, max_growth)
+
+
+def check_row_count_change(
+    table: str, current: int, previous: int | None, max_shrink: float, max_growth: float
+) -> QualityResult:
+    """`current` rows against the `previous` load's (None: a first load, which passes)."""
+    if previous is None:
         return QualityResult(True, f"{table}: first load, {current} rows", {"row_count": current})
-    previous = history[1]
     change = (current - previous) / previous if previous else float("inf") if current else 0.0
     details = {"row_count": current, "previous_row_count": previous,
                "relative_change": round(change, 4)}  # fmt: skip

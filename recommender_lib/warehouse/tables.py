@@ -1,13 +1,14 @@
 """DuckDB warehouse: typed tables loaded straight from the raw files by DuckDB's CSV reader.
 
-Each loader replaces its table inside one transaction and appends a row to `warehouse_loads`, so
-a load that fails (too many malformed rows, a missing file) rolls back and leaves the previous
-table in place. No pandas round trip: DuckDB parses the files with explicit column types.
+Each loader writes `<table>__staging` first; publishing swaps it in for the table and appends a
+row to `warehouse_loads` in one transaction, so a load that fails (too many malformed rows, a
+missing file, a failed quality gate in `gate.py`) leaves the previous table in place. No pandas
+round trip: DuckDB parses the files with explicit column types.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,12 +22,15 @@ from recommender_lib.sources.formats import (
     MOVIELENS_NO_GENRES,
     tconst_sql,
 )
+from recommender_lib.warehouse.storage import open_warehouse
 
 IMDB_TITLES = "imdb_titles"
 MOVIELENS_RATINGS = "movielens_ratings"
 MOVIELENS_MOVIES = "movielens_movies"
 MOVIE_LINKS = "movie_links"
 LOAD_HISTORY = "warehouse_loads"
+STAGING_SUFFIX = "__staging"  # a load's rows before they are published
+REJECTED_SUFFIX = "__rejected"  # a staged load that failed its gate, kept for inspection
 
 IMDB_BASICS_TYPES = dict(
     zip(
@@ -68,10 +72,19 @@ class LoadResult:
 
 
 def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse file, creating its folder on first use."""
-    if str(path) != ":memory:" and not read_only:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return duckdb.connect(str(path), read_only=read_only)
+    """Open the warehouse file, creating its folder on first use.
+
+    A corrupt, truncated or foreign file raises `storage.WarehouseUnreadableError` at once.
+    """
+    return open_warehouse(path, read_only=read_only)
+
+
+def staging_table(table: str) -> str:
+    return f"{table}{STAGING_SUFFIX}"
+
+
+def rejected_table(table: str) -> str:
+    return f"{table}{REJECTED_SUFFIX}"
 
 
 def _sql_str(value: str | Path) -> str:
@@ -161,17 +174,21 @@ def replace_table(
     *,
     max_reject_share: float,
     source_version: str | None,
+    publish: bool = True,
 ) -> LoadResult:
-    """Replace `table` with `select_sql` atomically, refusing too many malformed rows.
+    """Load `select_sql` into `<table>__staging`, refusing too many malformed rows, then (with
+    `publish`) swap it in for `table` atomically (`publish_staged`).
 
-    `reject_tables` pairs each file's DuckDB rejects table with a label for error messages.
+    `reject_tables` pairs each file's DuckDB rejects table with a label for error messages. With
+    `publish=False` the rows stay staged for a gate (`gate.load_gated`); the table is untouched.
     """
     _ensure_history(conn)
     previous = row_count(conn, table) if table_exists(conn, table) else None
+    staging = staging_table(table)
     conn.execute("BEGIN TRANSACTION")
     try:
-        conn.execute(f'CREATE OR REPLACE TABLE "{table}" AS {select_sql}')
-        rows = row_count(conn, table)
+        conn.execute(f'CREATE OR REPLACE TABLE "{staging}" AS {select_sql}')
+        rows = row_count(conn, staging)
         rejected, examples = 0, []
         for rejects, label in reject_tables:
             n, ex = _rejects(conn, rejects)
@@ -182,10 +199,6 @@ def replace_table(
                 f"{table}: {rejected} malformed source rows against {rows} loaded rows "
                 f"(limit {max_reject_share:.2%}); first: {'; '.join(examples[:3])}"
             )
-        conn.execute(
-            f"INSERT INTO {LOAD_HISTORY} VALUES (?, ?, ?, ?, ?)",
-            [table, datetime.now(UTC).replace(tzinfo=None), rows, rejected, source_version],
-        )
         conn.execute("COMMIT")
     except duckdb.Error as exc:
         conn.execute("ROLLBACK")
@@ -197,15 +210,53 @@ def replace_table(
         for rejects, _ in reject_tables:
             conn.execute(f"DROP TABLE IF EXISTS {rejects}")
             conn.execute(f"DROP TABLE IF EXISTS {rejects}_scan")
-    return LoadResult(
+    staged = LoadResult(
         table=table,
         row_count=rows,
         previous_row_count=previous,
-        columns=table_schema(conn, table),
+        columns=table_schema(conn, staging),
         rejected_rows=rejected,
         rejected_examples=examples,
         source_version=source_version,
     )
+    return publish_staged(conn, staged) if publish else staged
+
+
+def publish_staged(conn: duckdb.DuckDBPyConnection, staged: LoadResult) -> LoadResult:
+    """Swap `<table>__staging` in for the table and record the load, in one transaction.
+
+    A stale `<table>__rejected` goes too: the table now holds a load that passed.
+    """
+    table = staged.table
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+        conn.execute(f'ALTER TABLE "{staging_table(table)}" RENAME TO "{table}"')
+        conn.execute(f'DROP TABLE IF EXISTS "{rejected_table(table)}"')
+        conn.execute(
+            f"INSERT INTO {LOAD_HISTORY} VALUES (?, ?, ?, ?, ?)",
+            [table, datetime.now(UTC).replace(tzinfo=None), staged.row_count,
+             staged.rejected_rows, staged.source_version],
+        )  # fmt: skip
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return replace(staged, columns=table_schema(conn, table))
+
+
+def reject_staged(conn: duckdb.DuckDBPyConnection, table: str) -> str:
+    """Keep `<table>__staging` as `<table>__rejected` (replacing an older one); its name."""
+    rejected = rejected_table(table)
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.execute(f'DROP TABLE IF EXISTS "{rejected}"')
+        conn.execute(f'ALTER TABLE "{staging_table(table)}" RENAME TO "{rejected}"')
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return rejected
 
 
 def load_imdb_titles(
@@ -215,6 +266,7 @@ def load_imdb_titles(
     *,
     source_version: str | None = None,
     max_reject_share: float = 0.001,
+    publish: bool = True,
 ) -> LoadResult:
     """`imdb_titles` = title.basics ⋈ title.ratings, typed, genres as a LIST."""
     select = f"""
@@ -243,6 +295,7 @@ def load_imdb_titles(
         [("rejects_basics", basics_path.name), ("rejects_ratings", ratings_path.name)],
         max_reject_share=max_reject_share,
         source_version=source_version,
+        publish=publish,
     )
 
 
@@ -255,6 +308,7 @@ def _load_movielens_csv(
     *,
     source_version: str | None,
     max_reject_share: float,
+    publish: bool = True,
 ) -> LoadResult:
     """Replace `table` with `select`, whose `{source}` is the typed read of `filename`."""
     path = Path(release_dir) / filename
@@ -269,6 +323,7 @@ def _load_movielens_csv(
         [(rejects, filename)],
         max_reject_share=max_reject_share,
         source_version=source_version,
+        publish=publish,
     )
 
 
@@ -278,6 +333,7 @@ def load_movielens_ratings(
     *,
     source_version: str | None = None,
     max_reject_share: float = 0.0,
+    publish: bool = True,
 ) -> LoadResult:
     """`movielens_ratings`: one row per (user, movie), ordered by user then time."""
     select = """
@@ -288,7 +344,7 @@ def load_movielens_ratings(
     """
     return _load_movielens_csv(
         conn, release_dir, "ratings.csv", MOVIELENS_RATINGS, select,
-        source_version=source_version, max_reject_share=max_reject_share,
+        source_version=source_version, max_reject_share=max_reject_share, publish=publish,
     )  # fmt: skip
 
 
@@ -298,6 +354,7 @@ def load_movielens_movies(
     *,
     source_version: str | None = None,
     max_reject_share: float = 0.0,
+    publish: bool = True,
 ) -> LoadResult:
     """`movielens_movies`: clean title (article restored, year removed), year, genre LIST."""
     no_year = f"regexp_replace(trim(title), '{_YEAR_SUFFIX}', '')"
@@ -316,7 +373,7 @@ def load_movielens_movies(
     """
     return _load_movielens_csv(
         conn, release_dir, "movies.csv", MOVIELENS_MOVIES, select,
-        source_version=source_version, max_reject_share=max_reject_share,
+        source_version=source_version, max_reject_share=max_reject_share, publish=publish,
     )  # fmt: skip
 
 
@@ -326,6 +383,7 @@ def load_movie_links(
     *,
     source_version: str | None = None,
     max_reject_share: float = 0.0,
+    publish: bool = True,
 ) -> LoadResult:
     """`movie_links`: movieId -> tconst (`tt` + imdbId zero-padded to at least 7 digits)."""
     select = f"""
@@ -339,7 +397,7 @@ def load_movie_links(
     """
     return _load_movielens_csv(
         conn, release_dir, "links.csv", MOVIE_LINKS, select,
-        source_version=source_version, max_reject_share=max_reject_share,
+        source_version=source_version, max_reject_share=max_reject_share, publish=publish,
     )  # fmt: skip
 
 

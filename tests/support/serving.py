@@ -165,8 +165,9 @@ def champion_app(tmp_path_factory: Any, sample_mirror: Any, label: str) -> Itera
     import pytest
 
     from serving.app import create_app
-    from serving.model_store import ModelStore, RegistrySource
+    from serving.model_store import ModelStore
     from serving.settings import ServingSettings
+    from serving.sources import RegistrySource
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
