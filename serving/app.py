@@ -16,6 +16,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from serving import errors
@@ -148,7 +149,9 @@ def create_app(
                 await anyio.to_thread.run_sync(store.stop)
             restore_blas()
 
-    app = FastAPI(
+    # `/docs` and `/redoc` load Swagger UI / ReDoc from the app (`/static-offline-docs`), not a
+    # CDN: the docs work on a machine without internet.
+    app = FastAPIOffline(
         title="Ciné-Reco",
         summary="Similar titles, title search and personalised movie recommendations.",
         version="1.0.0",

@@ -47,3 +47,15 @@ def make_platform(tmp_path: Path) -> Callable[..., Platform]:
     from tests.support.platform import build_platform  # Dagster loads only for tests that ask
 
     return partial(build_platform, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def browser() -> str:
+    """Path of a headless-capable Chromium; skips (before any bundle is built) without one."""
+    from tests.support.browser import BROWSERS, find_browser
+
+    path = find_browser()
+    if path is None:
+        names = ", ".join(BROWSERS)
+        pytest.skip(f"no headless browser on PATH ({names}); see .ci/optional-packages.sh")
+    return path

@@ -68,7 +68,23 @@ def _make_bundle(root: Path, name: str, payload: bytes) -> Path:
         {"model/two_tower.keras": src / "two_tower.keras", "vocab.txt": src / "vocab.txt"},
         {
             "git_commit": "deadbeef",
-            "metrics": {"P1.two_tower.rmse": 0.87, "P1.two_tower.ndcg_at_10": 0.31},
+            "metrics": {
+                "P1.two_tower.rmse": 0.87,
+                "P1.two_tower.ndcg_at_10": 0.31,
+                "P1.most_popular.ndcg_at_10": 0.09,
+                "P1.ease.ndcg_at_10": 0.13,
+            },
+            "model": {
+                "trained_on": {
+                    "kind": "full refit",
+                    "ratings": 1234,
+                    "users": 56,
+                    "titles": 78,
+                    "first_rating_at": "2001-02-03T00:00:00+00:00",
+                    "last_rating_at": "2019-08-07T00:00:00+00:00",
+                },
+                "ranking_rule": {"kind": "retrieval", "description": "retrieval: u·v/τ + b"},
+            },
             "source_versions": {"movielens": "2024-01", "imdb": "2024-02-03"},
         },
     )
@@ -126,6 +142,20 @@ def test_register_twice_gives_two_tagged_versions(store: Store) -> None:
     assert all(v.status == "READY" and not v.is_champion for v in versions)
     run = store.client().get_run(first.run_id)
     assert run.info.status == "FINISHED"
+
+
+def test_versions_carry_the_gated_metrics_and_a_description(store: Store) -> None:
+    """The model page stays readable: only the gated metrics as tags (every metric is in the
+    run), and a description of the training data and the headline numbers."""
+    version = store.registry().list_versions()[0]
+    metric_tags = {k for k in version.tags if k.startswith("metric.")}
+    assert metric_tags == {"metric.P1.two_tower.rmse", "metric.P1.two_tower.ndcg_at_10"}
+    description = store.client().get_model_version(BASE, version.version).description
+    assert "full refit: 1,234 ratings by 56 users of 78 titles (2001-02-03 to 2019-08-07)" in (
+        description
+    )
+    assert "Ranking: retrieval: u·v/τ + b." in description
+    assert "P1 NDCG@10 0.3100, most popular 0.0900, RMSE 0.8700" in description
 
 
 def test_register_resumes_given_run_and_restores_global_uri(store: Store) -> None:

@@ -27,12 +27,11 @@ from serving.app import create_app
 from serving.model_store import ModelStore
 from serving.settings import ServingSettings
 from serving.sources import DirectorySource
+from tests.support.browser import dump_dom
 from tests.support.serving import champion_app, live_server
 
 STATIC = Path(__file__).resolve().parents[1] / "serving" / "static"
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 LIST_IDS = ("search-results", "similar-results", "recommendations")
-BROWSER_TIMEOUT_S = 90
 
 
 class Page(HTMLParser):
@@ -153,24 +152,6 @@ def test_script_parses() -> None:
 
 
 # ------------------------------------------------------------------- slow: real browser
-def find_browser() -> str | None:
-    for name in BROWSERS:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-@pytest.fixture(scope="session")
-def browser() -> str:
-    """Path of a headless-capable Chromium; skips (before any bundle is built) without one."""
-    path = find_browser()
-    if path is None:
-        names = ", ".join(BROWSERS)
-        pytest.skip(f"no headless browser on PATH ({names}); see .ci/optional-packages.sh")
-    return path
-
-
 @pytest.fixture(scope="module")
 def loaded_app(tmp_path_factory: pytest.TempPathFactory, sample_mirror: Any) -> Iterator[FastAPI]:
     with champion_app(tmp_path_factory, sample_mirror, "page_served") as app:
@@ -196,21 +177,8 @@ def test_demo_round_trip_in_headless_chromium(
     with live_server(loaded_app) as base_url:
         url = f"{base_url}/?demo={quote(word)}"
         assert url.startswith("http://127.0.0.1:")
-        cmd = [
-            browser, "--headless=new", "--no-sandbox", "--disable-gpu",
-            "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check",
-            "--disable-extensions", "--disable-background-networking", "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--virtual-time-budget=15000", "--dump-dom", url,
-        ]  # fmt: skip
-        try:
-            result = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S, check=False
-            )
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"{browser} did not finish within {BROWSER_TIMEOUT_S} s")
-    assert result.returncode == 0, result.stderr[-2000:]
-    page = Page(result.stdout)
+        dom = dump_dom(browser, url, tmp_path / "profile")
+    page = Page(dom)
     assert page.body.get("data-demo") == "done", (page.body, page.text.get("search-error"))
     for list_id in LIST_IDS:
         assert page.items[list_id], f"#{list_id} is empty"

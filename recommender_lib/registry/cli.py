@@ -13,6 +13,7 @@ from typing import Any
 from recommender_lib.bundle.format import BundleError
 from recommender_lib.config import Settings
 from recommender_lib.registry.client import DEFAULT_MODEL_NAME, Registry, default_promotion_log
+from recommender_lib.registry.promotion import METRIC_TAG_PREFIX
 from recommender_lib.registry.records import PromotionRecord, RegistryError
 from recommender_lib.registry.relocation import MovedStoreError, relocate_store
 
@@ -29,7 +30,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def _metrics_summary(tags: Mapping[str, str]) -> str:
     """The headline held-out metrics of a version (all of them are in its tags and MLflow)."""
-    shown = [(m, tags.get(f"metric.{m}")) for m in SUMMARY_METRICS]
+    shown = [(m, tags.get(METRIC_TAG_PREFIX + m)) for m in SUMMARY_METRICS]
     return " ".join(f"{m.split('.', 1)[1]}={float(v):.4f}" for m, v in shown if v is not None)
 
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from recommender_lib.atomic import atomic_path
 from recommender_lib.bundle.format import BundleError, read_manifest, verify_bundle
 from recommender_lib.config import Settings
+from recommender_lib.registry.promotion import GATED_METRICS, METRIC_TAG_PREFIX
 from recommender_lib.registry.records import (
     Action,
     ModelVersionInfo,
@@ -108,11 +109,12 @@ class Registry:
         """Verify `bundle_dir`, log it as a pyfunc model's `bundle` artifact, register a version.
 
         The model is logged in run `run_id` (resumed) or in a new run of `experiment_name`.
-        Version tags: `bundle_version`, `metric.<name>` and `source.<name>` from the manifest,
-        then `tags`. `pip_requirements=None` lets MLflow infer them, which loads the model in a
-        subprocess (slow); so does an `input_example` (MLflow validates it by loading the model
-        and predicting). Sets MLflow's process-global tracking URI while logging (restored
-        after; not thread-safe).
+        Version tags: `bundle_version`, `metric.<name>` of the gated metrics and `source.<name>`
+        from the manifest, then `tags`; the description (`version_description`) says what the
+        model was trained on and its headline numbers. `pip_requirements=None` lets MLflow infer
+        them, which loads the model in a subprocess (slow); so does an `input_example` (MLflow
+        validates it by loading the model and predicting). Sets MLflow's process-global tracking
+        URI while logging (restored after; not thread-safe).
         """
         import mlflow
 
@@ -139,6 +141,7 @@ class Registry:
                 run_id=active_run_id,
                 tags=_version_tags(manifest, bundle_version, tags or {}),
                 model_id=info.model_id,
+                description=version_description(manifest),
             )
         return RegisteredVersion(
             name=self.model_name,
@@ -156,7 +159,13 @@ class Registry:
         return _info(mv, None)
 
     def _create_version(
-        self, source: str, *, run_id: str | None, tags: dict[str, str], model_id: str | None = None
+        self,
+        source: str,
+        *,
+        run_id: str | None,
+        tags: dict[str, str],
+        model_id: str | None = None,
+        description: str | None = None,
     ) -> ModelVersion:
         from mlflow.exceptions import MlflowException
 
@@ -166,7 +175,12 @@ class Registry:
             if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
                 raise
         return self._client.create_model_version(
-            name=self.model_name, source=source, run_id=run_id, tags=tags, model_id=model_id
+            name=self.model_name,
+            source=source,
+            run_id=run_id,
+            tags=tags,
+            model_id=model_id,
+            description=description,
         )
 
     def artifact_uri(self, ref: str) -> str:
@@ -459,6 +473,35 @@ def _run(
         yield run.info.run_id
 
 
+HEADLINE_METRICS = (
+    ("P1.two_tower.ndcg_at_10", "P1 NDCG@10"),
+    ("P1.most_popular.ndcg_at_10", "most popular"),
+    ("P1.two_tower.rmse", "RMSE"),
+    ("P2.two_tower.ndcg_at_10_k3", "cold start (3 ratings) NDCG@10"),
+)
+
+
+def version_description(manifest: Mapping[str, Any]) -> str:
+    """What a version was trained on, how it ranks, and its headline held-out numbers."""
+    model = manifest.get("model") or {}
+    data = model.get("trained_on") or {}
+    parts = []
+    if data:
+        parts.append(
+            f"Trained on {data.get('kind', '?')}: {int(data.get('ratings', 0)):,} ratings by "
+            f"{int(data.get('users', 0)):,} users of {int(data.get('titles', 0)):,} titles "
+            f"({str(data.get('first_rating_at'))[:10]} to {str(data.get('last_rating_at'))[:10]})."
+        )
+    rule = (model.get("ranking_rule") or {}).get("description")
+    if rule:
+        parts.append(f"Ranking: {rule}.")
+    metrics = manifest.get("metrics") or {}
+    shown = [f"{label} {metrics[key]:.4f}" for key, label in HEADLINE_METRICS if key in metrics]
+    if shown:
+        parts.append("Evaluated recipe: " + ", ".join(shown) + ". Every metric is in the run.")
+    return " ".join(parts)
+
+
 def _flatten(prefix: str, value: Any) -> dict[str, str]:
     if isinstance(value, Mapping):
         out: dict[str, str] = {}
@@ -471,8 +514,11 @@ def _flatten(prefix: str, value: Any) -> dict[str, str]:
 def _version_tags(
     manifest: Mapping[str, Any], bundle_version: str, tags: Mapping[str, str]
 ) -> dict[str, str]:
+    """`bundle_version`, the gated metrics (every metric stays in the MLflow run), the data
+    versions, then `tags`."""
     out = {"bundle_version": bundle_version}
-    out.update(_flatten("metric", manifest.get("metrics") or {}))
+    gated = {n: v for n, v in (manifest.get("metrics") or {}).items() if n in GATED_METRICS}
+    out.update(_flatten(METRIC_TAG_PREFIX.rstrip("."), gated))
     out.update(_flatten("source", manifest.get("source_versions") or {}))
     out.update({str(k): str(v) for k, v in tags.items()})
     return out
