@@ -165,12 +165,17 @@ def _body_filters(view: ServingView, spec: s.FilterSpec | None) -> SimilarityFil
 
 
 def _recommendations(
-    model: LoadedModel, result: RecommendationResult, stars: dict[int, float], note: str
+    model: LoadedModel,
+    result: RecommendationResult,
+    stars: dict[int, float],
+    note: str,
+    offset: int = 0,
 ) -> dict[str, Any]:
-    """The response body; `stars` maps rated catalogue rows to the caller's ratings."""
+    """The response body from result `offset` on; `stars` maps rated catalogue rows to the
+    caller's ratings."""
     view, rec = model.view, model.view.recommender
     items = []
-    for item in result.items:
+    for item in result.items[offset:]:
         because, explanation = None, "Among the most popular titles"
         if item.because is not None:
             row = rec.row_of(item.because)
@@ -238,7 +243,7 @@ def similar_titles(ref: TitleRefPath, request: Request) -> Response:
     view = served(request).view
     params = parse_query(request, s.SimilarQuery)
     row = _row(view, ref)
-    body = view.similar_body(row, params.k, _query_filters(view, params))
+    body = view.similar_body(row, params.k, _query_filters(view, params), params.offset)
     return Response(body, media_type="application/json")
 
 
@@ -260,10 +265,10 @@ def recommend(body: s.RecommendationRequest, request: Request) -> dict[str, Any]
     rows = _rated_rows(view, body.ratings, excluded)
     pairs = _rating_inputs(body.ratings)
     with _timed(request, "ratings"):
-        result = view.recommender.recommend(pairs, body.k, filters, body.exclude)
+        result = view.recommender.recommend(pairs, body.offset + body.k, filters, body.exclude)
     stars = {row: r.rating for row, r in zip(rows, body.ratings, strict=True)}
     note = f"personalised from {len(pairs)} rating(s)"
-    return _recommendations(model, result, stars, note)
+    return _recommendations(model, result, stars, note, body.offset)
 
 
 @router.get(
@@ -283,10 +288,11 @@ def recommend_for_user(
     filters = _query_filters(view, params)
     try:
         with _timed(request, "user"):
-            result = view.recommender.recommend_for_user(user_id, params.k, filters)
+            result = view.recommender.recommend_for_user(user_id, params.offset + params.k, filters)
     except UnknownUserError:
         raise HTTPException(404, f"unknown user {user_id}") from None
-    return _recommendations(model, result, {}, f"personalised from user {user_id}'s history")
+    note = f"personalised from user {user_id}'s history"
+    return _recommendations(model, result, {}, note, params.offset)
 
 
 @router.post(

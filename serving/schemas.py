@@ -18,6 +18,8 @@ MAX_RATINGS = 500
 MAX_EXCLUDE = 500
 MAX_CANDIDATES = 1000
 MAX_K = 100
+MAX_OFFSET = 400  # paging reaches the first MAX_OFFSET + MAX_K results
+OFFSET_HELP = "results to skip: the next page of k starts at offset + k"
 MAX_SEARCH_LIMIT = 50
 
 
@@ -78,10 +80,12 @@ class FilterQuery(BaseModel):
 
 class SimilarQuery(FilterQuery):
     k: int = Field(10, ge=1, le=MAX_K, description="number of neighbours")
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, description=OFFSET_HELP)
 
 
 class UserRecommendationQuery(FilterQuery):
     k: int = Field(10, ge=1, le=MAX_K, description="number of recommendations")
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, description=OFFSET_HELP)
 
 
 class Rating(RequestModel):
@@ -112,6 +116,7 @@ class RecommendationRequest(RatingsBody):
     """Ratings of a (possibly new) user; from zero ratings (most popular titles) up."""
 
     k: int = Field(10, ge=1, le=MAX_K)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, description=OFFSET_HELP)
     filters: FilterSpec | None = None
     exclude: list[TitleRef] = Field(default_factory=list, max_length=MAX_EXCLUDE)
 

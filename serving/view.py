@@ -76,7 +76,7 @@ class ServingView:
     _meta_json: list[str] = field(repr=False)  # each row's metadata as JSON, without the "}"
     version_json: str = field(repr=False)
     similar_cache_size: int = 2048
-    similar_body: Callable[[int, int, SimilarityFilters | None], bytes] = field(
+    similar_body: Callable[[int, int, SimilarityFilters | None, int], bytes] = field(
         init=False, repr=False
     )
 
@@ -124,10 +124,13 @@ class ServingView:
         rows = np.searchsorted(ids, np.fromiter((i for i, _ in hits), np.int64, len(hits)))
         return list(zip(rows.tolist(), (score for _, score in hits), strict=True))
 
-    def _similar_body(self, row: int, k: int, filters: SimilarityFilters | None) -> bytes:
-        """The `/titles/{ref}/similar` response body (JSON bytes); use `similar_body`, the
-        cached version (a pure function of its arguments for this view)."""
-        hits = self.similar(row, k, filters)
+    def _similar_body(
+        self, row: int, k: int, filters: SimilarityFilters | None, offset: int = 0
+    ) -> bytes:
+        """The `/titles/{ref}/similar` response body (JSON bytes): neighbours `offset` to
+        `offset + k`; use `similar_body`, the cached version (a pure function of its arguments
+        for this view)."""
+        hits = self.similar(row, offset + k, filters)[offset:]
         items = ",".join(self.title_json(r, f'"similarity":{number_json(s)}') for r, s in hits)
         return (
             f'{{"model_version":{self.version_json},"title":{self.title_json(row)},'

@@ -673,3 +673,34 @@ def test_air_gapped_bundle_dir_is_served_and_watched(registry: Registry, tmp_pat
         assert client.get("/titles/1/similar").json()["model_version"] == "0123456789abcdef"
         assert store.reload_failures == 1  # back-off: not retried every 0.1 s
     assert bundle.is_dir()  # never deleted
+
+
+def test_offset_pages_through_the_same_ranking(served: Served) -> None:
+    """`offset` + `k` pages join into the list one request of offset + k gives, on every
+    endpoint that returns a ranked list ("load more")."""
+    title = _a_title_with_genres(served)
+    rec = served.store.current.view.recommender  # type: ignore[union-attr]
+    user = int(rec.user_ids[0])
+    liked = served.client.get("/titles/1").json()["title"]
+    body = {"ratings": [{"title": liked["tconst"], "rating": 4.5}]}
+
+    def refs(method: str, path: str, k: int, offset: int) -> list[str]:
+        if method == "GET":
+            answer = served.client.get(path, params={"k": k, "offset": offset})
+        else:
+            answer = served.client.post(path, json=body | {"k": k, "offset": offset})
+        assert answer.status_code == 200, answer.text
+        return [item["ref"] for item in answer.json()["items"]]
+
+    for method, path in (
+        ("GET", f"/titles/{title['ref']}/similar"),
+        ("POST", "/recommendations"),
+        ("GET", f"/users/{user}/recommendations"),
+    ):
+        whole = refs(method, path, 9, 0)
+        assert len(whole) == 9
+        assert refs(method, path, 4, 0) + refs(method, path, 5, 4) == whole, path
+    too_far = served.client.get(f"/titles/{title['ref']}/similar", params={"offset": 401})
+    assert too_far.status_code == 422 and "offset" in too_far.text
+    wrong = served.client.post("/recommendations", json=body | {"offset": -1})
+    assert wrong.status_code == 422 and "offset" in wrong.text
