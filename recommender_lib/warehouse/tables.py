@@ -299,70 +299,62 @@ def load_imdb_titles(
     )
 
 
-def _load_movielens_csv(
-    conn: duckdb.DuckDBPyConnection,
-    release_dir: Path,
-    filename: str,
-    table: str,
-    select: str,
-    *,
-    source_version: str | None,
-    max_reject_share: float,
-    publish: bool = True,
-) -> LoadResult:
-    """Replace `table` with `select`, whose `{source}` is the typed read of `filename`."""
-    path = Path(release_dir) / filename
-    if not path.is_file():
-        raise WarehouseLoadError(f"MovieLens release at {release_dir} has no {filename}")
-    rejects = f"rejects_{table}"
-    source = _read_movielens(path, MOVIELENS_TYPES[filename], rejects)
-    return replace_table(
-        conn,
-        table,
-        select.replace("{source}", source),
-        [(rejects, filename)],
-        max_reject_share=max_reject_share,
-        source_version=source_version,
-        publish=publish,
-    )
+@dataclass(frozen=True)
+class MovieLensTable:
+    """A warehouse table loaded by one SELECT over one CSV file of a MovieLens release folder;
+    calling it replaces the table (`{source}` in `select` is the typed read of the file)."""
+
+    table: str
+    filename: str
+    select: str
+
+    def __call__(
+        self,
+        conn: duckdb.DuckDBPyConnection,
+        release_dir: Path,
+        *,
+        source_version: str | None = None,
+        max_reject_share: float = 0.0,
+        publish: bool = True,
+    ) -> LoadResult:
+        path = Path(release_dir) / self.filename
+        if not path.is_file():
+            raise WarehouseLoadError(f"MovieLens release at {release_dir} has no {self.filename}")
+        rejects = f"rejects_{self.table}"
+        source = _read_movielens(path, MOVIELENS_TYPES[self.filename], rejects)
+        return replace_table(
+            conn,
+            self.table,
+            self.select.replace("{source}", source),
+            [(rejects, self.filename)],
+            max_reject_share=max_reject_share,
+            source_version=source_version,
+            publish=publish,
+        )
 
 
-def load_movielens_ratings(
-    conn: duckdb.DuckDBPyConnection,
-    release_dir: Path,
-    *,
-    source_version: str | None = None,
-    max_reject_share: float = 0.0,
-    publish: bool = True,
-) -> LoadResult:
-    """`movielens_ratings`: one row per (user, movie), ordered by user then time."""
-    select = """
+# `movielens_ratings`: one row per (user, movie), ordered by user then time.
+load_movielens_ratings = MovieLensTable(
+    MOVIELENS_RATINGS,
+    "ratings.csv",
+    """
         SELECT userId AS user_id, movieId AS movie_id, rating,
                timestamp AS rating_ts, make_timestamp(timestamp * 1000000) AS rated_at
         FROM {source}
         ORDER BY user_id, rating_ts, movie_id
-    """
-    return _load_movielens_csv(
-        conn, release_dir, "ratings.csv", MOVIELENS_RATINGS, select,
-        source_version=source_version, max_reject_share=max_reject_share, publish=publish,
-    )  # fmt: skip
+    """,
+)
 
-
-def load_movielens_movies(
-    conn: duckdb.DuckDBPyConnection,
-    release_dir: Path,
-    *,
-    source_version: str | None = None,
-    max_reject_share: float = 0.0,
-    publish: bool = True,
-) -> LoadResult:
-    """`movielens_movies`: clean title (article restored, year removed), year, genre LIST."""
-    no_year = f"regexp_replace(trim(title), '{_YEAR_SUFFIX}', '')"
-    select = f"""
+# `movielens_movies`: clean title (article restored, year removed), year, genre LIST.
+_NO_YEAR = f"regexp_replace(trim(title), '{_YEAR_SUFFIX}', '')"
+load_movielens_movies = MovieLensTable(
+    MOVIELENS_MOVIES,
+    "movies.csv",
+    f"""
         SELECT
             movieId AS movie_id,
             regexp_replace(
-                regexp_replace({no_year}, '^(.*?), (L'')((?: \\(.*\\))?)$', '\\2\\1\\3'),
+                regexp_replace({_NO_YEAR}, '^(.*?), (L'')((?: \\(.*\\))?)$', '\\2\\1\\3'),
                 '^(.*?), ({_ARTICLES})((?: \\(.*\\))?)$', '\\2 \\1\\3') AS title,
             try_cast(regexp_extract(trim(title), '{_YEAR_SUFFIX}', 1) AS SMALLINT) AS year,
             CASE WHEN genres IS NULL OR genres = {_sql_str(MOVIELENS_NO_GENRES)}
@@ -370,23 +362,14 @@ def load_movielens_movies(
             title AS raw_title
         FROM {{source}}
         ORDER BY movie_id
-    """
-    return _load_movielens_csv(
-        conn, release_dir, "movies.csv", MOVIELENS_MOVIES, select,
-        source_version=source_version, max_reject_share=max_reject_share, publish=publish,
-    )  # fmt: skip
+    """,
+)
 
-
-def load_movie_links(
-    conn: duckdb.DuckDBPyConnection,
-    release_dir: Path,
-    *,
-    source_version: str | None = None,
-    max_reject_share: float = 0.0,
-    publish: bool = True,
-) -> LoadResult:
-    """`movie_links`: movieId -> tconst (`tt` + imdbId zero-padded to at least 7 digits)."""
-    select = f"""
+# `movie_links`: movieId -> tconst (`tt` + imdbId zero-padded to at least 7 digits).
+load_movie_links = MovieLensTable(
+    MOVIE_LINKS,
+    "links.csv",
+    f"""
         SELECT
             movieId AS movie_id,
             CAST(imdbId AS BIGINT) AS imdb_id,
@@ -394,11 +377,8 @@ def load_movie_links(
             try_cast(nullif(trim(tmdbId), '') AS BIGINT) AS tmdb_id
         FROM {{source}}
         ORDER BY movie_id
-    """
-    return _load_movielens_csv(
-        conn, release_dir, "links.csv", MOVIE_LINKS, select,
-        source_version=source_version, max_reject_share=max_reject_share, publish=publish,
-    )  # fmt: skip
+    """,
+)
 
 
 def load_movielens_release(
