@@ -18,7 +18,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(DATA_DIR)/mlflow/mlflow.db
 SAMPLE_URLS := CINE_IMDB_BASE_URL=file://$(MIRROR)/imdb \
 	CINE_MOVIELENS_URL=file://$(MIRROR)/movielens/ml-latest-small.zip
 
-.PHONY: install test lint demo sample ingest platform serve models clean rebuild-warehouse
+.PHONY: install test lint demo sample ingest platform serve models clean rebuild-warehouse screenshots
 
 # Create the virtualenv and install the locked dependencies (re-runs only when the lock changes).
 install: $(VENV)/.installed
@@ -84,6 +84,12 @@ demo: platform
 	trap 'kill $$mlflow_pid $$api_pid' EXIT; \
 	$(SAMPLE_URLS) CINE_SENSOR_INTERVAL_S=60 \
 		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_PORT)
+
+# PNGs of the try-it page's scripted demo (English, French, German on a narrow window) in
+# docs/screenshots, from a tiny bundle trained on the sample data (BUNDLE=<bundle dir> to show
+# another); needs Chromium on PATH.
+screenshots: install
+	$(BIN)/python scripts/page_screenshots.py --out docs/screenshots $(if $(BUNDLE),--bundle $(BUNDLE))
 
 clean:
 	rm -rf $(DATA_DIR)

@@ -6,19 +6,30 @@ from collections.abc import Mapping
 
 import dagster as dg
 
+from orchestration.assets.enrichment import enrichment_assets
 from orchestration.assets.features import feature_assets, feature_checks
+from orchestration.assets.feedback import feedback_assets
 from orchestration.assets.model import model_assets, model_checks
 from orchestration.assets.raw import raw_assets
 from orchestration.assets.registry import registry_assets, registry_checks
 from orchestration.assets.warehouse import warehouse_assets
 from orchestration.checks import warehouse_checks
+from orchestration.feedback_sensor import feedback_sensors
 from orchestration.jobs import jobs
 from orchestration.resources import default_resources
 from orchestration.sensors import schedules, sensors
 from orchestration.tracking import run_end_sensors
 from recommender_lib.config import Settings
 
-ASSETS = (*raw_assets, *warehouse_assets, *feature_assets, *model_assets, *registry_assets)
+ASSETS = (
+    *raw_assets,
+    *warehouse_assets,
+    *feedback_assets,
+    *feature_assets,
+    *enrichment_assets,
+    *model_assets,
+    *registry_assets,
+)
 ASSET_CHECKS = (*warehouse_checks, *feature_checks, *model_checks, *registry_checks)
 
 
@@ -38,7 +49,7 @@ def build_defs(
         assets=ASSETS,
         asset_checks=ASSET_CHECKS,
         jobs=jobs,
-        sensors=[*sensors, *run_end_sensors],
+        sensors=[*sensors, *feedback_sensors, *run_end_sensors],
         schedules=schedules,
         resources={**default_resources(settings), **(resource_overrides or {})},
         executor=dg.in_process_executor,

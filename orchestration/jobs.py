@@ -5,18 +5,23 @@ from __future__ import annotations
 import dagster as dg
 
 from orchestration.resources import REBUILD_WAREHOUSE_TAG
+from recommender_lib.warehouse.app_feedback import APP_FEEDBACK
+
+# The application's feedback is copied by the runs that train on it, not by dump ingestion.
+_APP_FEEDBACK = dg.AssetSelection.assets(APP_FEEDBACK)
 
 ingest_job = dg.define_asset_job(
     "ingest",
-    selection=dg.AssetSelection.groups("raw", "warehouse"),
+    selection=dg.AssetSelection.groups("raw", "warehouse") - _APP_FEEDBACK,
     description="Fetch the raw IMDb and MovieLens files and load the checked warehouse tables.",
 )
 
 retrain_job = dg.define_asset_job(
     "retrain",
-    selection=dg.AssetSelection.groups("features", "model", "registry"),
-    description="Features from the warehouse, train and evaluate the model, build the serving "
-    "bundle, register it and promote it when its checks pass.",
+    selection=dg.AssetSelection.groups("features", "model", "registry") | _APP_FEEDBACK,
+    description="Copy the new application feedback, then features from the warehouse, train and "
+    "evaluate the model, build the serving bundle, register it and promote it when its checks "
+    "pass.",
 )
 
 full_refresh_job = dg.define_asset_job(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,10 +28,18 @@ from recommender_lib.registry.tracking import (
     ensure_experiment,
 )
 from recommender_lib.sources.download import fetch_versioned
+from recommender_lib.sources.feedback.store import FeedbackStore
 from recommender_lib.sources.formats import IMDB_HEADERS
 from recommender_lib.sources.integrity import IntegrityError, verify_gzip_tsv, verify_movielens_zip
 from recommender_lib.sources.raw_store import FetchedFile, current_version
 from recommender_lib.sources.retry import DownloadError, is_permanent_download_error
+from recommender_lib.sources.tmdb import (
+    DEFAULT_REQUESTS_PER_SECOND,
+    ENV_TMDB_API_KEY,
+    TMDB_API_BASE_URL,
+    TMDB_IMAGE_BASE_URL,
+    TmdbClient,
+)
 from recommender_lib.sources.transfer import DownloadProgress
 from recommender_lib.warehouse import storage
 
@@ -146,6 +155,65 @@ class RegistryResource(dg.ConfigurableResource):
     def registry(self, model_name: str | None = None) -> Registry:
         """The `Registry` of `model_name` (default: this resource's) with the promotion log."""
         return Registry(self.tracking_uri, model_name or self.model_name, self.promotion_log)
+
+
+class TmdbResource(dg.ConfigurableResource):
+    """TMDb API v3 for the optional poster enrichment; off (no request made) without a key.
+
+    `from_env` takes the key from `TMDB_API_KEY` as a `dg.EnvVar` (resolved at run time, never
+    shown in the UI or stored in run config) only when the variable is set: an unset `EnvVar`
+    would fail every run that builds this resource.
+    """
+
+    api_key: str | None = None
+    api_base_url: str = TMDB_API_BASE_URL
+    image_base_url: str = TMDB_IMAGE_BASE_URL
+    requests_per_second: float = DEFAULT_REQUESTS_PER_SECOND
+    refresh_after_days: float = 30.0
+    max_titles_per_run: int = 5000
+    timeout_s: float = 10.0
+    retries: int = 3
+    backoff_s: float = 0.5
+
+    @classmethod
+    def from_env(cls, **options: Any) -> TmdbResource:
+        """The resource with the key of `TMDB_API_KEY` when it is set in this process (else off);
+        `options` set the other fields."""
+        key = dg.EnvVar(ENV_TMDB_API_KEY) if os.environ.get(ENV_TMDB_API_KEY) else None
+        return cls(api_key=key, **options)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.api_key)
+
+    def client(self) -> TmdbClient:
+        """A client for this configuration (call only when `enabled`)."""
+        if not self.api_key:
+            raise ValueError(f"TMDb is off: set {ENV_TMDB_API_KEY}")
+        return TmdbClient(
+            self.api_key,
+            api_base_url=self.api_base_url,
+            requests_per_second=self.requests_per_second,
+            timeout_s=self.timeout_s,
+            retries=self.retries,
+            backoff_s=self.backoff_s,
+        )
+
+
+class FeedbackStoreResource(dg.ConfigurableResource):
+    """The application feedback event store (`CINE_FEEDBACK_URL`: an SQLite file or Postgres)
+    that the API writes; `app_feedback` and `feedback_sensor` read it."""
+
+    url: str
+
+    @contextmanager
+    def get_store(self) -> Iterator[FeedbackStore]:
+        """The store, open for the block (schema created when missing); closed after."""
+        store = FeedbackStore.open(self.url)
+        try:
+            yield store
+        finally:
+            store.close()
 
 
 WAREHOUSE_POOL = "duckdb_warehouse"
@@ -287,6 +355,8 @@ def default_resources(settings: Settings | None = None) -> dict[str, object]:
         "raw_sources": RawSourcesResource.from_settings(settings),
         "warehouse_db": WarehouseResource(database=str(settings.warehouse_path)),
         "artifacts": ArtifactStoreResource(root=str(settings.data_dir / "artifacts")),
+        "tmdb": TmdbResource.from_env(),
+        "feedback_store": FeedbackStoreResource(url=settings.feedback_url),
         "model_registry": RegistryResource(
             tracking_uri=settings.mlflow_tracking_uri,
             bundle_root=str(settings.data_dir / "bundles"),

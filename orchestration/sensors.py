@@ -38,7 +38,7 @@ import requests
 
 from orchestration.jobs import full_refresh_job
 from orchestration.resources import RawSourcesResource
-from recommender_lib.sources.formats import IMDB_BASICS_FILE, IMDB_RATINGS_FILE
+from recommender_lib.sources.formats import IMDB_AKAS_FILE, IMDB_BASICS_FILE, IMDB_RATINGS_FILE
 from recommender_lib.sources.probe import (
     ProbeResult,
     ProbeState,
@@ -52,14 +52,18 @@ from recommender_lib.sources.raw_store import current_version
 log = logging.getLogger(__name__)
 
 ENV_SENSOR_INTERVAL_S = "CINE_SENSOR_INTERVAL_S"
-IMDB_INTERVAL_S = 3600  # the dumps are refreshed daily; an hourly look costs two HEADs
+IMDB_INTERVAL_S = 3600  # the dumps are refreshed daily; an hourly look costs three HEADs
 MOVIELENS_INTERVAL_S = 6 * 3600  # releases are rare
 PROBE_TIMEOUT_S = 15.0  # per request; a tick must stay well under Dagster's 60 s sensor timeout
 CURSOR_FORMAT = 1
-IMDB_FILES = (IMDB_BASICS_FILE, IMDB_RATINGS_FILE)
+IMDB_FILES = (IMDB_BASICS_FILE, IMDB_RATINGS_FILE, IMDB_AKAS_FILE)
 TAG_SOURCE = "cine/source"
 TAG_DUMP_VERSION = "cine/dump_version"
-IMDB_ASSETS = {IMDB_BASICS_FILE: "imdb_title_basics", IMDB_RATINGS_FILE: "imdb_title_ratings"}
+IMDB_ASSETS = {
+    IMDB_BASICS_FILE: "imdb_title_basics",
+    IMDB_RATINGS_FILE: "imdb_title_ratings",
+    IMDB_AKAS_FILE: "imdb_title_akas",
+}
 MOVIELENS_ASSET = "movielens_release"
 PENDING_STATUSES = [
     dg.DagsterRunStatus.NOT_STARTED,
@@ -69,9 +73,10 @@ PENDING_STATUSES = [
 ]
 
 
-def sensor_interval_s(default: int, environ: Mapping[str, str] | None = None) -> int:
-    """`CINE_SENSOR_INTERVAL_S` when set to a positive integer, else `default`."""
-    raw = (os.environ if environ is None else environ).get(ENV_SENSOR_INTERVAL_S, "").strip()
+def positive_int_env(name: str, default: int, environ: Mapping[str, str] | None = None) -> int:
+    """The environment variable `name` when set to a positive integer, else `default` (a bad
+    value is logged, never raised: sensors must load)."""
+    raw = (os.environ if environ is None else environ).get(name, "").strip()
     if not raw:
         return default
     try:
@@ -79,11 +84,14 @@ def sensor_interval_s(default: int, environ: Mapping[str, str] | None = None) ->
     except ValueError:
         value = 0
     if value <= 0:
-        log.warning(
-            "%s=%r is not a positive integer: using %d", ENV_SENSOR_INTERVAL_S, raw, default
-        )
+        log.warning("%s=%r is not a positive integer: using %d", name, raw, default)
         return default
     return value
+
+
+def sensor_interval_s(default: int, environ: Mapping[str, str] | None = None) -> int:
+    """`CINE_SENSOR_INTERVAL_S` when set to a positive integer, else `default`."""
+    return positive_int_env(ENV_SENSOR_INTERVAL_S, default, environ)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ ENV_MOVIELENS_URL = "CINE_MOVIELENS_URL"
 ENV_WAREHOUSE_PATH = "CINE_WAREHOUSE_PATH"
 ENV_RAW_RETENTION = "CINE_RAW_RETENTION"
 ENV_MLFLOW_TRACKING_URI = "MLFLOW_TRACKING_URI"
+ENV_FEEDBACK_URL = "CINE_FEEDBACK_URL"
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class Settings:
     warehouse_path: Path
     raw_retention: int
     mlflow_tracking_uri: str
+    # the application feedback event store (`recommender_lib.sources.feedback.store`)
+    feedback_url: str = ""
 
     @property
     def raw_dir(self) -> Path:
@@ -51,4 +54,6 @@ class Settings:
             raw_retention=int(env.get(ENV_RAW_RETENTION) or 3),
             mlflow_tracking_uri=env.get(ENV_MLFLOW_TRACKING_URI)
             or f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}",
+            feedback_url=env.get(ENV_FEEDBACK_URL)
+            or f"sqlite:///{data_dir / 'feedback' / 'events.db'}",
         )

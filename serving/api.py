@@ -1,4 +1,9 @@
-"""The model endpoints: title search and lookup, similar titles, recommendations, scores.
+"""The model endpoints: title search and lookup, similar titles, recommendations, scores, the
+known users and poster placeholders.
+
+Every endpoint that returns titles localizes them (`localized_title`) for `lang` / `region`, or
+else for the Accept-Language header (`recommender_lib.index.localized_titles`); such answers
+carry `Vary: Accept-Language`.
 
 Handlers are plain `def` (FastAPI runs them in its thread pool): the work is CPU-bound. Each
 reads the served model ONCE (`served(request)`, a plain call: a FastAPI dependency would cost
@@ -11,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
 from recommender_lib.engine.recommender import (
@@ -20,11 +26,13 @@ from recommender_lib.engine.recommender import (
     UnknownUserError,
 )
 from recommender_lib.index.content_index import SimilarityFilters
+from recommender_lib.index.localized_titles import Locale, LocaleError, parse_accept_language
 from serving import schemas as s
 from serving.errors import FieldError, TitleNotFound, UnknownTitles
 from serving.model_store import LoadedModel
+from serving.placeholder import placeholder_svg
 from serving.query import openapi_parameters, parse_query
-from serving.view import ServingView, number_json, to_json
+from serving.view import LocalizedNames, ServingView, number_json, to_json
 
 MAX_SUGGESTED_REFS = 10  # unknown references that get search suggestions in one 404
 Responses = dict[int | str, dict[str, Any]]  # extra answers documented in the OpenAPI schema
@@ -42,6 +50,11 @@ INTERNAL: Responses = {
 TitleRefPath = Annotated[
     str, Path(max_length=200, description="IMDb id (tt0114709) or MovieLens id (1)")
 ]
+Lang = Annotated[str | None, Query(max_length=35, description=s.LANG_HELP)]
+Region = Annotated[str | None, Query(max_length=8, description=s.REGION_HELP)]
+SVG: Responses = {200: {"content": {"image/svg+xml": {}}, "description": "SVG image"}}
+VARY = {"Vary": "Accept-Language"}
+PLACEHOLDER_MAX_AGE_S = 86_400
 
 
 def served(request: Request) -> LoadedModel:
@@ -58,11 +71,20 @@ router = APIRouter(responses={**NOT_LOADED, **INVALID, **INTERNAL})
 
 def _json(text: str) -> Response:
     """A JSON response from prebuilt text (the hot endpoints skip model serialisation)."""
-    return Response(text.encode(), media_type="application/json")
+    return Response(text.encode(), media_type="application/json", headers=VARY)
+
+
+def request_locale(request: Request, lang: str | None, region: str | None) -> Locale | None:
+    """The asked locale: `lang` / `region`, else the Accept-Language header (never an error)."""
+    try:
+        locale = Locale.parse(lang, region)
+    except LocaleError as exc:
+        raise FieldError(exc.field, str(exc)) from None
+    return locale or parse_accept_language(request.headers.get("accept-language"))
 
 
 @contextmanager
-def _timed(request: Request, kind: str) -> Iterator[None]:
+def timed(request: Request, kind: str) -> Iterator[None]:
     with request.app.state.metrics.recommendation_duration.labels(kind).time():
         yield
 
@@ -147,7 +169,7 @@ def _filters(
     return None if filters.is_empty else filters
 
 
-def _query_filters(view: ServingView, q: s.FilterQuery) -> SimilarityFilters | None:
+def query_filters(view: ServingView, q: s.FilterQuery) -> SimilarityFilters | None:
     years = ("min_year", q.min_year, q.max_year)
     return _filters(view, ("title_type", q.title_type), ("genres", q.genres), years, q.min_votes)
 
@@ -164,15 +186,16 @@ def _body_filters(view: ServingView, spec: s.FilterSpec | None) -> SimilarityFil
     )
 
 
-def _recommendations(
+def recommendations_body(
     model: LoadedModel,
     result: RecommendationResult,
     stars: dict[int, float],
     note: str,
-    offset: int = 0,
+    offset: int,
+    names: LocalizedNames | None,
 ) -> dict[str, Any]:
-    """The response body from result `offset` on; `stars` maps rated catalogue rows to the
-    caller's ratings."""
+    """The response body from result `offset` on, titles localized by `names`; `stars` maps
+    rated catalogue rows to the caller's ratings."""
     view, rec = model.view, model.view.recommender
     items = []
     for item in result.items[offset:]:
@@ -188,7 +211,7 @@ def _recommendations(
             explanation = "Matches your ratings"
         items.append(
             {
-                **view.meta[rec.row_of(item.item_id)],
+                **view.title(rec.row_of(item.item_id), names),
                 "predicted_rating": round(item.predicted_rating, 2),
                 "because": because,
                 "explanation": explanation,
@@ -208,15 +231,19 @@ def search_titles(
     request: Request,
     q: Annotated[str, Query(min_length=1, max_length=200, description="title, typos allowed")],
     limit: Annotated[int, Query(ge=1, le=s.MAX_SEARCH_LIMIT)] = 10,
+    lang: Lang = None,
+    region: Region = None,
 ) -> Response:
-    """Candidate titles for a free-text query, best first; never picks one silently."""
+    """Candidate titles for a free-text query, best first; never picks one silently. Localized
+    titles (IMDb akas, every language) are searched too."""
     view = served(request).view
+    names = view.localized(request_locale(request, lang, region))
     try:
         hits = view.recommender.search(q, limit)
     except ValueError as exc:
         raise FieldError("q", str(exc)) from None
     candidates = ",".join(
-        view.title_json(row, f'"match":"{hit.match}","score":{number_json(hit.score, 1)}')
+        view.title_json(row, f'"match":"{hit.match}","score":{number_json(hit.score, 1)}', names)
         for row, hit in hits
     )
     return _json(
@@ -224,11 +251,46 @@ def search_titles(
     )
 
 
-@router.get("/titles/{ref}", response_model=s.TitleResponse, responses=TITLE_404, tags=["titles"])
-def get_title(ref: TitleRefPath, request: Request) -> dict[str, Any]:
+@router.get(
+    "/titles/{ref}",
+    response_model=s.TitleResponse,
+    response_model_exclude_unset=True,  # `localized_title` only when asked
+    responses=TITLE_404,
+    tags=["titles"],
+)
+def get_title(
+    ref: TitleRefPath,
+    request: Request,
+    response: Response,
+    lang: Lang = None,
+    region: Region = None,
+) -> dict[str, Any]:
     """Metadata of one title."""
     model = served(request)
-    return {"model_version": model.model_version, "title": model.view.meta[_row(model.view, ref)]}
+    names = model.view.localized(request_locale(request, lang, region))
+    response.headers.update(VARY)
+    return {
+        "model_version": model.model_version,
+        "title": model.view.title(_row(model.view, ref), names),
+    }
+
+
+@router.get(
+    "/titles/{ref}/placeholder.svg",
+    response_class=Response,
+    responses=SVG | TITLE_404,
+    tags=["titles"],
+)
+def title_placeholder(ref: TitleRefPath, request: Request) -> Response:
+    """A poster placeholder for titles without a poster: the title's initials on a colour
+    derived from its first genre (2:3 SVG, cacheable)."""
+    view = served(request).view
+    meta = view.meta[_row(view, ref)]
+    return Response(
+        placeholder_svg(meta["title"], meta["genres"]),
+        media_type="image/svg+xml",
+        headers={"Cache-Control": f"public, max-age={PLACEHOLDER_MAX_AGE_S}"},
+    )
 
 
 @router.get(
@@ -243,56 +305,96 @@ def similar_titles(ref: TitleRefPath, request: Request) -> Response:
     view = served(request).view
     params = parse_query(request, s.SimilarQuery)
     row = _row(view, ref)
-    body = view.similar_body(row, params.k, _query_filters(view, params), params.offset)
-    return Response(body, media_type="application/json")
+    locale = request_locale(request, params.lang, params.region)
+    filters = query_filters(view, params)
+    body = view.similar_body(row, params.k, filters, params.offset, locale)
+    return Response(body, media_type="application/json", headers=VARY)
 
 
 @router.post(
     "/recommendations",
     response_model=s.RecommendationResponse,
+    response_model_exclude_unset=True,
     responses=TITLES_404 | BODY,
     tags=["recommendations"],
 )
-def recommend(body: s.RecommendationRequest, request: Request) -> dict[str, Any]:
+def recommend(
+    body: s.RecommendationRequest,
+    request: Request,
+    response: Response,
+    lang: Lang = None,
+    region: Region = None,
+) -> dict[str, Any]:
     """Top-k titles for a list of ratings (zero ratings: the most popular titles).
 
     Rated and excluded titles never appear. Each item says which rated title it is most like.
     """
     model = served(request)
     view = model.view
+    names = view.localized(request_locale(request, lang, region))
+    response.headers.update(VARY)
     filters = _body_filters(view, body.filters)
     excluded = [(f"exclude.{i}", ref) for i, ref in enumerate(body.exclude)]
     rows = _rated_rows(view, body.ratings, excluded)
     pairs = _rating_inputs(body.ratings)
-    with _timed(request, "ratings"):
+    with timed(request, "ratings"):
         result = view.recommender.recommend(pairs, body.offset + body.k, filters, body.exclude)
     stars = {row: r.rating for row, r in zip(rows, body.ratings, strict=True)}
     note = f"personalised from {len(pairs)} rating(s)"
-    return _recommendations(model, result, stars, note, body.offset)
+    return recommendations_body(model, result, stars, note, body.offset, names)
 
 
 @router.get(
-    "/users/{user_id}/recommendations",
+    "/movielens-users/{user_id}/recommendations",
     response_model=s.RecommendationResponse,
+    response_model_exclude_unset=True,
     responses={404: {"model": s.ErrorResponse, "description": "unknown user"}},
     tags=["recommendations"],
     openapi_extra=openapi_parameters(s.UserRecommendationQuery),
 )
 def recommend_for_user(
-    user_id: Annotated[int, Path(ge=0, le=2**62)], request: Request
+    user_id: Annotated[int, Path(ge=0, lt=s.MOVIELENS_USER_ID_END)],
+    request: Request,
+    response: Response,
 ) -> dict[str, Any]:
     """Top-k titles for a user of the training data, excluding what they already rated."""
     model = served(request)
     view = model.view
     params = parse_query(request, s.UserRecommendationQuery)
-    filters = _query_filters(view, params)
+    filters = query_filters(view, params)
+    names = view.localized(request_locale(request, params.lang, params.region))
+    response.headers.update(VARY)
     try:
-        with _timed(request, "user"):
+        with timed(request, "user"):
             result = view.recommender.recommend_for_user(user_id, params.offset + params.k, filters)
     except UnknownUserError:
         raise HTTPException(404, f"unknown user {user_id}") from None
     note = f"personalised from user {user_id}'s history"
-    return _recommendations(model, result, {}, note, params.offset)
+    return recommendations_body(model, result, {}, note, params.offset, names)
+
+
+@router.get("/movielens-users", response_model=s.UsersResponse, tags=["recommendations"])
+def known_users(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=s.MAX_USERS_PAGE)] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+) -> dict[str, Any]:
+    """The users of the served release (ascending id) with their rating counts: the ids
+    `GET /movielens-users/{user_id}/recommendations` knows."""
+    model = served(request)
+    rec = model.view.recommender
+    total = int(np.searchsorted(rec.user_ids, s.MOVIELENS_USER_ID_END))  # not application users
+    end = min(offset + limit, total)
+    counts = np.diff(rec.history_offsets)[offset:end]
+    users = rec.user_ids[offset:end]
+    return {
+        "model_version": model.model_version,
+        "total": total,
+        "items": [
+            {"user_id": u, "ratings": n}
+            for u, n in zip(users.tolist(), counts.tolist(), strict=True)
+        ],
+    }
 
 
 @router.post(
@@ -310,7 +412,7 @@ def score(body: s.ScoreRequest, request: Request) -> dict[str, Any]:
     view = model.view
     candidates = [(f"candidates.{i}", ref) for i, ref in enumerate(body.candidates)]
     _rated_rows(view, body.ratings, candidates)
-    with _timed(request, "scores"):
+    with timed(request, "scores"):
         if body.user_id is None:
             predicted = view.recommender.score(_rating_inputs(body.ratings), body.candidates)
         else:

@@ -19,9 +19,12 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from recommender_lib.sources.feedback.store import FeedbackStore
 from serving import errors
 from serving import schemas as s
 from serving.api import NOT_LOADED, router
+from serving.feedback_api import open_feedback_store
+from serving.feedback_api import router as feedback_router
 from serving.logs import configure_logging
 from serving.metrics import ServingMetrics
 from serving.middleware import RequestContextMiddleware
@@ -126,11 +129,17 @@ def _ops_routes(app: FastAPI) -> None:
 
 
 def create_app(
-    store: ModelStore | None = None, settings: ServingSettings | None = None, *, watch: bool = True
+    store: ModelStore | None = None,
+    settings: ServingSettings | None = None,
+    *,
+    watch: bool = True,
+    feedback: FeedbackStore | None = None,
 ) -> FastAPI:
     """An app serving `store` (default: from `settings`, default: the environment).
 
-    With `watch`, the lifespan starts the store's polling thread and stops it on shutdown.
+    With `watch`, the lifespan starts the store's polling thread and stops it on shutdown. The
+    feedback event store is `feedback`, else opened at startup from `settings.feedback_url`
+    (and closed at shutdown).
     """
     settings = settings or ServingSettings.from_env()
     store = store or ModelStore.from_settings(settings)
@@ -140,6 +149,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         restore_blas = limit_blas_threads(settings.blas_threads)
+        if app.state.feedback is None:
+            app.state.feedback = await anyio.to_thread.run_sync(
+                open_feedback_store, settings.feedback_url
+            )
         if watch:
             store.start()
         try:
@@ -147,6 +160,9 @@ def create_app(
         finally:
             if watch:
                 await anyio.to_thread.run_sync(store.stop)
+            if feedback is None and app.state.feedback is not None:
+                app.state.feedback.close()  # ours: opened from the settings
+                app.state.feedback = None
             restore_blas()
 
     # `/docs` and `/redoc` load Swagger UI / ReDoc from the app (`/static-offline-docs`), not a
@@ -158,9 +174,10 @@ def create_app(
         lifespan=lifespan,
         # The API routes go straight into the app's routes: an included router adds a
         # matching layer (~25 µs) to every request.
-        routes=list(router.routes),
+        routes=[*router.routes, *feedback_router.routes],
     )
     app.state.store = store
+    app.state.feedback = feedback
     app.state.metrics = metrics
     app.state.settings = settings
     errors.install(app)
@@ -170,7 +187,7 @@ def create_app(
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID", "X-Model-Version"],
         )

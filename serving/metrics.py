@@ -6,7 +6,7 @@ model metrics are read from the `ModelStore` at scrape time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from recommender_lib.sources.feedback.events import FeedbackEvent
     from serving.model_store import ModelStore
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -73,13 +74,39 @@ class ServingMetrics:
         )
         self.recommendation_duration = Histogram(
             "cine_recommendation_duration_seconds",
-            "Time in the recommendation engine per request (kind: ratings, user, scores).",
+            "Time in the recommendation engine per request (kind: ratings, user, app_user, "
+            "scores).",
             ["kind"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.feedback_events = Counter(
+            "cine_feedback_events",
+            "Feedback events stored (accepted) or ignored as resent (duplicate), by event type.",
+            ["type", "status"],
+            registry=self.registry,
+        )
+        self.feedback_rejected = Counter(
+            "cine_feedback_rejected",
+            "Feedback events rejected, by reason (the first offending field, unknown_title, "
+            "invalid).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.registry.register(StoreCollector(store))
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def count_feedback(
+        self, stored: Sequence[FeedbackEvent], statuses: Sequence[str], reasons: Sequence[str]
+    ) -> None:
+        """Count one batch: `stored` are the valid events in order, `statuses` the status of
+        every event of the batch (rejected ones included), `reasons` one per rejected event."""
+        kept = iter(stored)
+        for status in statuses:
+            if status != "rejected":
+                self.feedback_events.labels(next(kept).type, status).inc()
+        for reason in reasons:
+            self.feedback_rejected.labels(reason).inc()
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one request; unknown methods are labelled OTHER (bounded label values)."""

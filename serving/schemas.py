@@ -14,6 +14,8 @@ from pydantic import (
     model_validator,
 )
 
+from recommender_lib.sources.feedback.events import APP_USER_ID_BASE
+
 MAX_RATINGS = 500
 MAX_EXCLUDE = 500
 MAX_CANDIDATES = 1000
@@ -21,6 +23,14 @@ MAX_K = 100
 MAX_OFFSET = 400  # paging reaches the first MAX_OFFSET + MAX_K results
 OFFSET_HELP = "results to skip: the next page of k starts at offset + k"
 MAX_SEARCH_LIMIT = 50
+MAX_USERS_PAGE = 200
+# Training ids from here on are application users (`training_user_id`), never MovieLens users.
+MOVIELENS_USER_ID_END = APP_USER_ID_BASE
+LANG_HELP = (
+    "language of the localized titles (`fr`, `pt-BR`, `ja`); without `lang` and `region` the "
+    "Accept-Language header decides"
+)
+REGION_HELP = "region of the localized titles (`FR`, `JP`); wins over the region of `lang`"
 
 
 def _ref_text(value: object) -> object:
@@ -68,7 +78,14 @@ class FilterSpec(RequestModel):
     )
 
 
-class FilterQuery(BaseModel):
+class LocaleQuery(BaseModel):
+    """Which localized titles (IMDb akas) the response carries."""
+
+    lang: str | None = Field(None, max_length=35, description=LANG_HELP)
+    region: str | None = Field(None, max_length=8, description=REGION_HELP)
+
+
+class FilterQuery(LocaleQuery):
     """Filter query parameters; list parameters repeat or take comma-separated values."""
 
     title_type: list[str] | None = Field(None, max_length=20, description="e.g. movie,tvSeries")
@@ -131,9 +148,11 @@ class RecommendationRequest(RatingsBody):
 
 class ScoreRequest(RatingsBody):
     """Candidates to score for a user given by ratings, or by `user_id` (a user of the release,
-    scored from their stored history, as `GET /users/{id}/recommendations`) — not both."""
+    scored from their stored history, as `GET /movielens-users/{id}/recommendations`) — not both."""
 
-    user_id: int | None = Field(None, ge=0, le=2**62, description="a user of the release")
+    user_id: int | None = Field(
+        None, ge=0, lt=MOVIELENS_USER_ID_END, description="a MovieLens user of the release"
+    )
     candidates: list[TitleRef] = Field(min_length=1, max_length=MAX_CANDIDATES)
 
     @model_validator(mode="after")
@@ -162,6 +181,12 @@ class TitleMeta(BaseModel):
     imdb_rating: float | None
     imdb_votes: int | None
     movielens_ratings: int = Field(description="MovieLens ratings in the training data")
+    poster_url: str | None = Field(description="poster image (TMDb); null when none is known")
+    localized_title: str | None = Field(
+        None,
+        description="the title in the asked language/region (IMDb akas); present when `lang`, "
+        "`region` or Accept-Language is given, null when no localized title is known",
+    )
 
 
 class SearchCandidate(TitleMeta):
@@ -208,6 +233,16 @@ class RecommendationResponse(Versioned):
 class ScoreResponse(Versioned):
     candidates: list[str]
     predicted_ratings: list[float] = Field(description="aligned with `candidates`")
+
+
+class KnownUser(BaseModel):
+    user_id: int
+    ratings: int = Field(description="ratings of this user in the served release")
+
+
+class UsersResponse(Versioned):
+    total: int = Field(description="users of the served release")
+    items: list[KnownUser]
 
 
 class HealthResponse(BaseModel):

@@ -14,9 +14,10 @@
 | | | previous champions when the champion does not verify |
 | `CINE_SERVING_DIR` | `<data_dir>/serving` | download cache of registry bundles |
 | `CINE_CORS_ORIGINS` | unset (CORS closed) | comma-separated allowed origins |
-| `CINE_MAX_BODY_BYTES` | 65536 | larger request bodies get 413 |
+| `CINE_MAX_BODY_BYTES` | 262144 | larger request bodies get 413 (a full feedback batch fits) |
 | `CINE_SIMILAR_CACHE_SIZE` | 2048 | rendered similar-titles responses kept per model (0: off) |
 | `CINE_BLAS_THREADS` | 1 | BLAS threads per process (0: leave as is); requests run in parallel |
+| `CINE_FEEDBACK_URL` | `Settings.from_env()` | feedback event store (SQLite file or Postgres) |
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class ServingSettings:
     similar_cache_size: int = 2048
     reload_retry_max_s: float = 60.0
     promotion_log: Path | None = None
+    feedback_url: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
@@ -89,9 +91,10 @@ class ServingSettings:
             reload_backoff_s=_number(env, ENV_RELOAD_BACKOFF_S, 300.0, 0.0),
             serving_dir=Path(env.get(ENV_SERVING_DIR) or base.data_dir / "serving"),
             cors_origins=tuple(o.strip() for o in origins if o.strip()),
-            max_body_bytes=int(_number(env, ENV_MAX_BODY_BYTES, 64 * 1024, 1)),
+            max_body_bytes=int(_number(env, ENV_MAX_BODY_BYTES, 256 * 1024, 1)),
             blas_threads=int(_number(env, ENV_BLAS_THREADS, 1, 0)),
             similar_cache_size=int(_number(env, ENV_SIMILAR_CACHE_SIZE, 2048, 0)),
             reload_retry_max_s=_number(env, ENV_RELOAD_RETRY_MAX_S, 60.0, 0.0),
             promotion_log=Path(env.get(ENV_PROMOTION_LOG) or default_promotion_log(base)),
+            feedback_url=base.feedback_url,
         )

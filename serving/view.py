@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,8 +20,10 @@ import pandas as pd
 
 from recommender_lib.engine.recommender import Recommender
 from recommender_lib.index.content_index import SimilarityFilters
+from recommender_lib.index.localized_titles import Locale
 
 SUGGESTIONS = 5
+LocalizedNames = Mapping[int, str]  # catalogue row -> localized title, for one locale
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
@@ -56,6 +58,7 @@ def _metadata(catalog: pd.DataFrame) -> list[dict[str, Any]]:
         "imdb_rating": _column(catalog, "imdb_rating", float),
         "imdb_votes": _column(catalog, "imdb_votes", int),
         "movielens_ratings": [int(n) for n in catalog["ml_ratings"].tolist()],
+        "poster_url": [u if isinstance(u, str) else None for u in catalog["poster_url"].tolist()],
     }
     refs = [t if t is not None else str(m) for t, m in zip(tconst, movie_id, strict=True)]
     names = list(columns)
@@ -76,7 +79,7 @@ class ServingView:
     _meta_json: list[str] = field(repr=False)  # each row's metadata as JSON, without the "}"
     version_json: str = field(repr=False)
     similar_cache_size: int = 2048
-    similar_body: Callable[[int, int, SimilarityFilters | None, int], bytes] = field(
+    similar_body: Callable[[int, int, SimilarityFilters | None, int, Locale | None], bytes] = field(
         init=False, repr=False
     )
 
@@ -105,8 +108,21 @@ class ServingView:
     def version(self) -> str:
         return self.recommender.version
 
-    def title_json(self, row: int, extra: str = "") -> str:
-        """A row's metadata as a JSON object, `extra` (`"key":value,…` text) appended."""
+    def localized(self, locale: Locale | None) -> LocalizedNames | None:
+        """Row -> localized title for `locale` (None without a locale: no `localized_title`)."""
+        return None if locale is None else self.recommender.localized.titles_for(locale)
+
+    def title(self, row: int, names: LocalizedNames | None = None) -> dict[str, Any]:
+        """A row's metadata, with `localized_title` when `names` is given."""
+        meta = self.meta[row]
+        return meta if names is None else {**meta, "localized_title": names.get(row)}
+
+    def title_json(self, row: int, extra: str = "", names: LocalizedNames | None = None) -> str:
+        """A row's metadata as a JSON object, `extra` (`"key":value,…` text) appended, and
+        `localized_title` when `names` is given."""
+        if names is not None:
+            localized = f'"localized_title":{to_json(names.get(row))}'
+            extra = f"{localized},{extra}" if extra else localized
         return f"{self._meta_json[row]},{extra}}}" if extra else f"{self._meta_json[row]}}}"
 
     def similar(
@@ -125,15 +141,23 @@ class ServingView:
         return list(zip(rows.tolist(), (score for _, score in hits), strict=True))
 
     def _similar_body(
-        self, row: int, k: int, filters: SimilarityFilters | None, offset: int = 0
+        self,
+        row: int,
+        k: int,
+        filters: SimilarityFilters | None,
+        offset: int = 0,
+        locale: Locale | None = None,
     ) -> bytes:
         """The `/titles/{ref}/similar` response body (JSON bytes): neighbours `offset` to
-        `offset + k`; use `similar_body`, the cached version (a pure function of its arguments
-        for this view)."""
+        `offset + k`, titles localized for `locale`; use `similar_body`, the cached version (a
+        pure function of its arguments for this view)."""
         hits = self.similar(row, offset + k, filters)[offset:]
-        items = ",".join(self.title_json(r, f'"similarity":{number_json(s)}') for r, s in hits)
+        names = self.localized(locale)
+        items = ",".join(
+            self.title_json(r, f'"similarity":{number_json(s)}', names) for r, s in hits
+        )
         return (
-            f'{{"model_version":{self.version_json},"title":{self.title_json(row)},'
+            f'{{"model_version":{self.version_json},"title":{self.title_json(row, "", names)},'
             f'"items":[{items}]}}'
         ).encode()
 

@@ -16,6 +16,21 @@ if TYPE_CHECKING:
 SHARED_MOVIELENS = Path(__file__).resolve().parents[2] / "shared" / "data" / "movielens"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def feedback_store_outside_the_checkout(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[None]:
+    """Apps built from the process environment open the feedback store at
+    `CINE_FEEDBACK_URL`: point it at a session temp file, never at `<checkout>/data`."""
+    from recommender_lib.config import ENV_FEEDBACK_URL
+    from recommender_lib.sources.feedback.store import sqlite_url
+
+    path = tmp_path_factory.mktemp("feedback") / "events.db"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(ENV_FEEDBACK_URL, sqlite_url(path))
+        yield
+
+
 @pytest.fixture(scope="session")
 def shared_movielens() -> Path:
     """The real ml-latest-small copy in ../shared (skips where it is absent)."""

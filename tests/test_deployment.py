@@ -45,6 +45,8 @@ DASHBOARD_METRICS = {
     "cine_model_reloads_total",
     "cine_model_reload_failures_total",
     "cine_recommendation_duration_seconds_bucket",
+    "cine_feedback_events_total",
+    "cine_feedback_rejected_total",
 }
 PROMQL_FUNCTIONS = {"sum", "max", "rate", "increase", "histogram_quantile", "clamp_min"}
 

@@ -289,15 +289,27 @@ def test_booleans_and_strings_are_not_numbers(
 
 
 def test_openapi_documents_every_4xx_the_app_answers(client: TestClient) -> None:
-    big = json.dumps({"candidates": ["1"] * 20000}).encode()
+    big = json.dumps({"candidates": ["1"] * 60000}).encode()  # over 256 KiB
     not_utf8 = b'{"ratings": [{"title": "\xff", "rating": 4}]}'
     cases: list[tuple[str, str, str, Any, int]] = [
         ("get", "/titles/search", "/titles/search?q=", None, 422),
         ("get", "/titles/{ref}", "/titles/no-such-title", None, 404),
         ("get", "/titles/{ref}/similar", "/titles/1/similar?k=0", None, 422),
         ("get", "/titles/{ref}/similar", "/titles/no-such-title/similar", None, 404),
-        ("get", "/users/{user_id}/recommendations", "/users/999999999/recommendations", None, 404),
-        ("get", "/users/{user_id}/recommendations", "/users/-1/recommendations", None, 422),
+        (
+            "get",
+            "/movielens-users/{user_id}/recommendations",
+            "/movielens-users/999999999/recommendations",
+            None,
+            404,
+        ),
+        (
+            "get",
+            "/movielens-users/{user_id}/recommendations",
+            "/movielens-users/-1/recommendations",
+            None,
+            422,
+        ),
     ]
     for path, invalid, unknown in (
         ("/recommendations", b'{"k": true}', b'{"exclude": ["no-such-title"]}'),
@@ -321,7 +333,7 @@ def test_openapi_documents_every_4xx_the_app_answers(client: TestClient) -> None
             assert set(response.json()) == {"detail"}  # ErrorResponse
     for template, operations in spec["paths"].items():
         for method, operation in operations.items():
-            if template.startswith(("/titles", "/users", "/recommendations", "/scores")):
+            if template.startswith(("/titles", "/movielens-users", "/recommendations", "/scores")):
                 assert {"422", "503"} <= operation["responses"].keys(), (template, method)
 
 

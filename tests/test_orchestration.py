@@ -50,15 +50,17 @@ def test_definitions_load() -> None:
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    raw = {"imdb_title_basics", "imdb_title_ratings", "movielens_release"}
-    later = {"catalog", "content_features", "rating_splits", "item_features", "user_features",
+    raw = {"imdb_title_basics", "imdb_title_ratings", "imdb_title_akas", "movielens_release"}
+    later = {"catalog", "catalog_akas", "content_features", "rating_splits", "item_features",
+             "user_features",
              "two_tower_model", "model_evaluation", "production_model", "item_embeddings",
              "content_index",
-             "model_version", "champion"}  # fmt: skip
+             "model_version", "champion", "tmdb_posters", "app_feedback"}  # fmt: skip
     assert keys == raw | set(WAREHOUSE_TABLES) | later
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
-        assert node.group_name in {"raw", "warehouse", "features", "model", "registry"}, key
+        assert node.group_name in {"raw", "warehouse", "features", "enrichment", "model",
+                                   "registry"}, key  # fmt: skip
         assert node.kinds, key
         assert node.description, key
     checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
@@ -68,6 +70,7 @@ def test_definitions_load() -> None:
     assert ("movie_links", "imdb_link_coverage") in checks
     for name in ("pandera_schema", "unique_key", "row_count_drift"):
         assert ("catalog", name) in checks
+        assert ("catalog_akas", name) in checks
     assert ("content_features", "content_vectors_complete") in checks
     assert {
         ("model_evaluation", "predictions_in_range"),
@@ -78,6 +81,7 @@ def test_definitions_load() -> None:
     assert {s.name for s in defs.sensors} == {
         "imdb_dump_sensor",
         "movielens_release_sensor",
+        "feedback_sensor",
         "mlflow_failed_run_sensor",
         "mlflow_canceled_run_sensor",
     }

@@ -97,8 +97,10 @@ def _tree_bytes(root: Path) -> dict[str, bytes]:
 def test_layout_and_md5(mirror: SampleMirror) -> None:
     assert mirror.basics == mirror.root / "imdb" / formats.IMDB_BASICS_FILE
     assert mirror.ratings == mirror.root / "imdb" / formats.IMDB_RATINGS_FILE
+    assert mirror.akas == mirror.root / "imdb" / formats.IMDB_AKAS_FILE
     assert mirror.movielens_zip == mirror.root / "movielens" / formats.MOVIELENS_DEFAULT_ZIP
-    for path in (mirror.basics, mirror.ratings, mirror.movielens_zip, mirror.movielens_md5):
+    paths = (mirror.basics, mirror.ratings, mirror.akas, mirror.movielens_zip, mirror.movielens_md5)
+    for path in paths:
         assert path.is_file() and path.stat().st_size > 0
     assert not [p for p in mirror.root.rglob(".*")], "temporary files left behind"
     digest = hashlib.md5(mirror.movielens_zip.read_bytes()).hexdigest()
@@ -356,10 +358,22 @@ def test_chunked_path_with_tiny_chunks(tmp_path: Path) -> None:
     assert not ml_ratings.duplicated(["userId", "movieId"]).any()
     assert (ml_ratings.groupby("userId").movieId.diff().dropna() > 0).all()
     assert len(tags) > 0
+    akas = _read_tsv(mirror.akas)
+    assert akas.titleId.isin(basics.tconst).all() and akas.titleId.nunique() > 2_500
+    assert not akas.duplicated(["titleId", "ordering"]).any()
+    assert _tconst_num(akas.rename(columns={"titleId": "tconst"})).is_monotonic_increasing
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--out", str(tmp_path), "--profile", "small", "--seed", "2"]) == 0
     out = capsys.readouterr().out
     assert "title.basics.tsv.gz" in out and "ml-latest-small.zip" in out
+    assert formats.IMDB_AKAS_FILE in out
     assert (tmp_path / "movielens" / "ml-latest-small.zip.md5").is_file()
+
+
+def test_cli_only_akas_writes_the_same_akas_bytes(tmp_path: Path, mirror: SampleMirror) -> None:
+    assert main(["--out", str(tmp_path), "--profile", "small", "--only", "akas"]) == 0
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert files == [f"imdb/{formats.IMDB_AKAS_FILE}"]
+    assert (tmp_path / files[0]).read_bytes() == mirror.akas.read_bytes()

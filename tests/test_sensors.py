@@ -34,6 +34,7 @@ from orchestration.sensors import (
 )
 from recommender_lib.sources.download import fetch_versioned
 from recommender_lib.sources.formats import (
+    IMDB_AKAS_FILE,
     IMDB_BASICS_FILE,
     IMDB_RATINGS_FILE,
     MOVIELENS_DEFAULT_ZIP,
@@ -52,6 +53,7 @@ from tests.support.platform import MirrorUrls, build_platform
 
 BASICS = f"imdb/{IMDB_BASICS_FILE}"
 RATINGS = f"imdb/{IMDB_RATINGS_FILE}"
+AKAS = f"imdb/{IMDB_AKAS_FILE}"
 ML_ZIP = f"movielens/{MOVIELENS_DEFAULT_ZIP}"
 ML_MD5 = f"{ML_ZIP}.md5"
 T1 = datetime(2026, 11, 21, 10, 15, tzinfo=UTC)
@@ -131,7 +133,7 @@ def test_first_tick_requests_one_run_then_unchanged_with_conditional_head(
     raw = http_sources(tmp_path, mirror)
     first = evaluate(imdb_dump_sensor, raw)
     [request] = run_requests(first)
-    version = f"title.basics={V1},title.ratings={V1}"
+    version = f"title.basics={V1},title.ratings={V1},title.akas={V1}"
     assert request.run_key == version
     assert request.tags == {TAG_SOURCE: "imdb", TAG_DUMP_VERSION: version}
     assert request.job_name is None  # the sensor's own target: full_refresh
@@ -158,7 +160,7 @@ def test_changed_dump_gives_exactly_one_run_keyed_by_the_new_version(
 
     changed = evaluate(imdb_dump_sensor, raw, cursor)
     [request] = run_requests(changed)
-    assert request.run_key == f"title.basics={V2},title.ratings={V1}"
+    assert request.run_key == f"title.basics={V2},title.ratings={V1},title.akas={V1}"
     assert request.tags[TAG_DUMP_VERSION] == request.run_key
     assert [r.status for r in mirror.responses_for(BASICS)][-1] == 200
 
@@ -171,7 +173,7 @@ def test_cursor_survives_a_restart(mirror: HttpMirror, tmp_path: Path) -> None:
     cursor = cursor_of(evaluate(imdb_dump_sensor, raw))
     assert cursor is not None
     states = load_cursor(cursor)
-    assert set(states) == {f"{mirror.base_url}/{BASICS}", f"{mirror.base_url}/{RATINGS}"}
+    assert set(states) == {f"{mirror.base_url}/{f}" for f in (BASICS, RATINGS, AKAS)}
     assert all(s.version == V1 and s.etag for s in states.values())
     assert load_cursor(dump_cursor(states)) == states
 
@@ -222,7 +224,7 @@ def test_raw_store_version_counts_as_seen_on_the_first_tick(
 ) -> None:
     """After `make platform`, a daemon that starts with no cursor does not retrain again."""
     raw = http_sources(tmp_path, mirror)
-    for name in (IMDB_BASICS_FILE, IMDB_RATINGS_FILE):
+    for name in (IMDB_BASICS_FILE, IMDB_RATINGS_FILE, IMDB_AKAS_FILE):
         fetched = fetch_versioned(f"{raw.imdb_base_url}/{name}", raw.imdb_store(name))
         assert fetched.version == V1  # the probe derives versions exactly like the download
     fetch_versioned(raw.movielens_url, raw.movielens_store, md5_url=md5_url_for(raw.movielens_url))
@@ -289,13 +291,13 @@ def test_file_sources(www: Path, tmp_path: Path) -> None:
     raw = raw_sources(tmp_path, (www / "imdb").as_uri(), (www / ML_ZIP).as_uri())
     first = evaluate(imdb_dump_sensor, raw)
     [request] = run_requests(first)
-    assert request.run_key == f"title.basics={V1},title.ratings={V1}"
+    assert request.run_key == f"title.basics={V1},title.ratings={V1},title.akas={V1}"
     assert run_requests(evaluate(imdb_dump_sensor, raw, cursor_of(first))) == []
 
     edit_gzip_lines(www / BASICS, lambda lines: lines[:-1])
     set_mtime(www / BASICS, T2)
     [request] = run_requests(evaluate(imdb_dump_sensor, raw, cursor_of(first)))
-    assert request.run_key == f"title.basics={V2},title.ratings={V1}"
+    assert request.run_key == f"title.basics={V2},title.ratings={V1},title.akas={V1}"
 
     [request] = run_requests(evaluate(movielens_release_sensor, raw))
     assert request.run_key == md5_of(www / ML_ZIP)

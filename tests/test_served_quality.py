@@ -265,7 +265,7 @@ class Backend:
     def answer(self, method: str, path: str, payload: Any) -> tuple[int, Any]:
         self.calls.append((method, path, payload))
         parts = path.strip("/").split("/")
-        if method == "GET" and parts[0] == "users":
+        if method == "GET" and parts[0] == "movielens-users":
             user = int(parts[1])
             if user not in WARM:
                 return 404, {"detail": f"unknown user {user}"}
@@ -467,9 +467,11 @@ def test_measure_served_with_a_fastapi_test_client() -> None:
     backend = Backend()
     app = fastapi.FastAPI()
 
-    @app.get("/users/{user_id}/recommendations")
+    @app.get("/movielens-users/{user_id}/recommendations")
     def user_recs(user_id: int, k: int = 10) -> JSONResponse:
-        status, body = backend.answer("GET", f"/users/{user_id}/recommendations", {"k": k})
+        status, body = backend.answer(
+            "GET", f"/movielens-users/{user_id}/recommendations", {"k": k}
+        )
         return JSONResponse(body, status_code=status)
 
     @app.post("/{name}")

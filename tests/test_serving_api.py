@@ -50,7 +50,7 @@ MODEL_ENDPOINTS = [
     ("GET", "/titles/1", None),
     ("GET", "/titles/1/similar", None),
     ("POST", "/recommendations", {"ratings": []}),
-    ("GET", "/users/1/recommendations", None),
+    ("GET", "/movielens-users/1/recommendations", None),
     ("POST", "/scores", {"candidates": ["1"]}),
     ("GET", "/version", None),
 ]
@@ -94,7 +94,7 @@ def test_settings_from_env() -> None:
     assert settings.model_name == "cine-reco" and settings.model_alias == "staging"
     assert settings.serving_dir == Path("/srv/cine/serving")
     assert settings.cors_origins == ("https://a.example", "https://b.example")
-    assert settings.reload_interval_s == 2.5 and settings.max_body_bytes == 64 * 1024
+    assert settings.reload_interval_s == 2.5 and settings.max_body_bytes == 256 * 1024
     with pytest.raises(ValueError, match="CINE_RELOAD_INTERVAL_S"):
         ServingSettings.from_env({"CINE_RELOAD_INTERVAL_S": "soon"})
 
@@ -179,8 +179,8 @@ def test_cors_is_closed_unless_origins_are_configured(tmp_path: Path) -> None:
 def test_openapi_documents_the_models(unloaded: TestClient) -> None:
     spec = unloaded.get("/openapi.json").json()
     for path in ("/titles/search", "/titles/{ref}", "/titles/{ref}/similar", "/recommendations",
-                 "/users/{user_id}/recommendations", "/scores", "/health", "/ready", "/version",
-                 "/metrics"):  # fmt: skip
+                 "/movielens-users/{user_id}/recommendations", "/movielens-users", "/scores",
+                 "/health", "/ready", "/version", "/metrics"):  # fmt: skip
         assert path in spec["paths"], path
     names = spec["components"]["schemas"]
     assert {"RecommendationRequest", "RecommendationResponse", "SimilarResponse"} <= names.keys()
@@ -442,12 +442,12 @@ def test_known_user_recommendations(served: Served) -> None:
     rec = served.store.current.view.recommender  # type: ignore[union-attr]
     user = int(rec.user_ids[0])
     seen = set(rec.history_items[rec.history_offsets[0] : rec.history_offsets[1]].tolist())
-    body = served.client.get(f"/users/{user}/recommendations", params={"k": 5}).json()
+    body = served.client.get(f"/movielens-users/{user}/recommendations", params={"k": 5}).json()
     parsed = schemas.RecommendationResponse.model_validate(body)
     assert parsed.strategy == "two_tower" and len(parsed.items) == 5
     assert not seen & {i.movie_id for i in parsed.items}
     assert all(i.because and i.explanation.startswith("Because you rated") for i in parsed.items)
-    missing = served.client.get("/users/999999999/recommendations")
+    missing = served.client.get("/movielens-users/999999999/recommendations")
     assert missing.status_code == 404 and missing.json() == {"detail": "unknown user 999999999"}
 
 
@@ -695,7 +695,7 @@ def test_offset_pages_through_the_same_ranking(served: Served) -> None:
     for method, path in (
         ("GET", f"/titles/{title['ref']}/similar"),
         ("POST", "/recommendations"),
-        ("GET", f"/users/{user}/recommendations"),
+        ("GET", f"/movielens-users/{user}/recommendations"),
     ):
         whole = refs(method, path, 9, 0)
         assert len(whole) == 9

@@ -8,8 +8,13 @@ features (all ratings of the release) are built by `production_model` and `user_
 import dagster as dg
 import numpy as np
 
+from orchestration.assets.raw import imdb_title_akas
 from orchestration.assets.warehouse import (
+    WAREHOUSE_KINDS,
+    RowCountDriftConfig,
+    gate_check_specs,
     imdb_titles,
+    materialize_gated,
     materialize_table,
     movie_links,
     movielens_movies,
@@ -18,8 +23,20 @@ from orchestration.assets.warehouse import (
 from orchestration.checks import pandera_schema_check, row_count_drift_check, unique_key_check
 from orchestration.config import CatalogConfig, FeaturesConfig, SplitsConfig
 from orchestration.metadata import frame_preview
-from orchestration.resources import WAREHOUSE_POOL, ArtifactStoreResource, WarehouseResource
+from orchestration.resources import (
+    WAREHOUSE_POOL,
+    ArtifactStoreResource,
+    RawSourcesResource,
+    WarehouseResource,
+)
 from recommender_lib.modeling import splits
+from recommender_lib.sources.formats import IMDB_AKAS_FILE
+from recommender_lib.warehouse.akas import CATALOG_AKAS, load_catalog_akas
+from recommender_lib.warehouse.app_feedback import (
+    APP_FEEDBACK,
+    TRAINING_RATINGS,
+    build_training_ratings,
+)
 from recommender_lib.warehouse.catalog import build_catalog, load_catalog
 from recommender_lib.warehouse.schemas import CATALOG_SCHEMA
 from recommender_lib.workflow import steps
@@ -36,6 +53,26 @@ def catalog(config: CatalogConfig, warehouse_db: WarehouseResource) -> dg.Materi
     IMDb titles no MovieLens movie links to that pass the filters (type, votes, adult). One genre
     vocabulary for all of them; IMDb-only titles get negative item ids."""
     return materialize_table(warehouse_db, build_catalog, config.to_lib())
+
+
+@dg.asset(
+    group_name="features", kinds=WAREHOUSE_KINDS, pool=WAREHOUSE_POOL,
+    deps=[imdb_title_akas, catalog], check_specs=gate_check_specs(CATALOG_AKAS),
+)  # fmt: skip
+def catalog_akas(
+    config: RowCountDriftConfig, raw_sources: RawSourcesResource, warehouse_db: WarehouseResource
+) -> dg.MaterializeResult:
+    """Localized titles (IMDb title.akas) of the catalogue's titles: region, language, types and
+    attributes as LISTs; a gated load like the warehouse tables (schema, key, drift)."""
+    akas = raw_sources.current_imdb(IMDB_AKAS_FILE)
+    return materialize_gated(
+        warehouse_db,
+        config,
+        CATALOG_AKAS,
+        load_catalog_akas,
+        akas.path,
+        source_version=f"akas={akas.version}",
+    )
 
 
 @dg.asset(group_name="features", kinds={"python", "numpy"}, pool=WAREHOUSE_POOL, deps=[catalog])
@@ -79,15 +116,21 @@ def content_vectors_complete(
 
 
 @dg.asset(
-    group_name="features", kinds={"duckdb", "table"}, pool=WAREHOUSE_POOL, deps=[movielens_ratings]
-)
+    group_name="features", kinds={"duckdb", "table"}, pool=WAREHOUSE_POOL,
+    deps=[movielens_ratings, dg.AssetKey(APP_FEEDBACK)],
+)  # fmt: skip
 def rating_splits(config: SplitsConfig, warehouse_db: WarehouseResource) -> dg.MaterializeResult:
-    """Train / validation / test rows of protocols P1 (temporal) and P2 (cold-start users)."""
+    """Train / validation / test rows of protocols P1 (temporal) and P2 (cold-start users) of
+    `training_ratings`: MovieLens ratings ∪ the application users' latest ratings."""
     with warehouse_db.get_connection() as conn:
-        counts = splits.build_splits(conn, config.to_lib())
+        ratings = build_training_ratings(conn)
+        counts = splits.build_splits(conn, config.to_lib(), ratings_table=TRAINING_RATINGS)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": sum(v for k, v in counts.items() if k.startswith("P1/")),
+            "movielens_rows": ratings.movielens_rows,
+            "application_rows": ratings.app_rows,
+            "application_users": ratings.app_users,
             **{f"rows {k}": v for k, v in counts.items()},
         }
     )
@@ -124,7 +167,7 @@ def item_features(
     return features
 
 
-feature_assets = [catalog, content_features, rating_splits, item_features]
+feature_assets = [catalog, catalog_akas, content_features, rating_splits, item_features]
 feature_checks = [
     pandera_schema_check(catalog, CATALOG_SCHEMA),
     unique_key_check(catalog, ["item_id"]),

@@ -9,7 +9,12 @@ import dagster as dg
 from orchestration.metadata import fetched_file_metadata
 from orchestration.policies import network_retry_policy
 from orchestration.resources import RawSourcesResource
-from recommender_lib.sources.formats import IMDB_BASICS_FILE, IMDB_HEADERS, IMDB_RATINGS_FILE
+from recommender_lib.sources.formats import (
+    IMDB_AKAS_FILE,
+    IMDB_BASICS_FILE,
+    IMDB_HEADERS,
+    IMDB_RATINGS_FILE,
+)
 from recommender_lib.sources.raw_store import FetchedFile
 
 RAW_KINDS = {"python", "file"}
@@ -41,6 +46,14 @@ def imdb_title_ratings(
 
 
 @dg.asset(group_name="raw", kinds=RAW_KINDS, retry_policy=network_retry_policy)
+def imdb_title_akas(
+    context: dg.AssetExecutionContext, raw_sources: RawSourcesResource
+) -> dg.MaterializeResult:
+    """IMDb `title.akas.tsv.gz`: every title's localized titles per region and language."""
+    return _result(raw_sources.fetch_imdb(context, IMDB_AKAS_FILE), IMDB_AKAS_FILE)
+
+
+@dg.asset(group_name="raw", kinds=RAW_KINDS, retry_policy=network_retry_policy)
 def movielens_release(
     context: dg.AssetExecutionContext, raw_sources: RawSourcesResource
 ) -> dg.MaterializeResult:
@@ -48,4 +61,4 @@ def movielens_release(
     return _result(raw_sources.fetch_movielens(context))
 
 
-raw_assets = [imdb_title_basics, imdb_title_ratings, movielens_release]
+raw_assets = [imdb_title_basics, imdb_title_ratings, imdb_title_akas, movielens_release]

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from orchestration.assets.enrichment import tmdb_posters
+from orchestration.assets.features import catalog_akas
 from orchestration.config import PromotionConfig
 from orchestration.resources import (
     WAREHOUSE_POOL,
@@ -29,7 +31,9 @@ from recommender_lib.warehouse.tables import source_versions
 from recommender_lib.workflow import steps
 
 
-@dg.asset(group_name="registry", kinds={"mlflow"}, pool=WAREHOUSE_POOL)
+@dg.asset(
+    group_name="registry", kinds={"mlflow"}, pool=WAREHOUSE_POOL, deps=[catalog_akas, tmdb_posters]
+)
 def model_version(
     context: dg.AssetExecutionContext,
     production_model: steps.ModelArtefact,
@@ -42,10 +46,10 @@ def model_version(
     mlflow: dg.ResourceParam[LazyMlFlow],
 ) -> RegisteredVersion:
     """A new MLflow registered-model version carrying one self-contained serving bundle (model,
-    embeddings, content index, catalogue metadata, transforms, manifest with sha256 of every
-    file), tagged with its data versions and the evaluated recipe's metrics. The model is the
-    production refit; every user of the release with all their ratings. Not yet champion: see
-    `champion`."""
+    embeddings, content index, catalogue metadata with poster URLs, localized titles,
+    transforms, manifest with sha256 of every file), tagged with its data versions and the
+    evaluated recipe's metrics. The model is the production refit; every user of the release
+    with all their ratings. Not yet champion: see `champion`."""
     with warehouse_db.get_connection() as conn:
         versions = source_versions(conn)
     with tracked_step(mlflow) as run:

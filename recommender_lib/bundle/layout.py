@@ -7,7 +7,10 @@ Layout (every array in catalogue order: ascending item id, as in the `catalog` t
     model/                        the Keras two-tower model + feature transform + item features
     embeddings/item_embeddings.npz   item-tower output + ranking bias of every catalogue title
     content/                      the cosine `ContentIndex` + the content transform (JSON)
-    catalog.parquet               title metadata shown by the API (title, type, year, genres…)
+    catalog.parquet               title metadata shown by the API (title, type, year, genres,
+                                  poster URL…)
+    akas.parquet                  localized titles of catalogue titles (IMDb akas): item_id,
+                                  title, region, language, preference, ordering
     users/user_features.npz       known users' feature vectors (all their ratings in the release)
     users/user_history.npz        each known user's ratings: titles, stars, times (CSR arrays)
 
@@ -31,6 +34,7 @@ import pandas as pd
 
 from recommender_lib.atomic import atomic_path
 from recommender_lib.bundle.format import write_bundle
+from recommender_lib.index.localized_titles import aka_preference
 from recommender_lib.modeling.features.users import USER_FEATURES_FILE
 from recommender_lib.modeling.two_tower.trained import TrainedTwoTower
 
@@ -38,12 +42,14 @@ MODEL_DIR = "model"
 EMBEDDINGS_FILE = "embeddings/item_embeddings.npz"
 CONTENT_DIR = "content"
 CATALOG_FILE = "catalog.parquet"
+AKAS_FILE = "akas.parquet"
 USER_FEATURES_PATH = f"users/{USER_FEATURES_FILE}"
 USER_HISTORY_FILE = "users/user_history.npz"
 CATALOG_COLUMNS = (
     "item_id", "tconst", "movie_id", "title", "title_type", "year", "genres", "runtime",
-    "imdb_rating", "imdb_votes", "ml_ratings", "popularity",
+    "imdb_rating", "imdb_votes", "ml_ratings", "popularity", "poster_url",
 )  # fmt: skip
+AKAS_COLUMNS = ("item_id", "title", "region", "language", "preference", "ordering")
 
 
 @dataclass
@@ -74,19 +80,46 @@ class ItemEmbeddings:
             return cls(data["item_ids"], data["vectors"], data["biases"])
 
 
-def catalog_frame(catalog: pd.DataFrame, model: TrainedTwoTower) -> pd.DataFrame:
-    """The catalogue metadata served by the API, with MovieLens train counts and popularity.
+def catalog_frame(
+    catalog: pd.DataFrame, model: TrainedTwoTower, posters: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """The catalogue metadata served by the API, with MovieLens train counts, popularity and
+    poster URLs (`posters`: item_id, poster_url; titles without one get None).
 
     popularity = train ratings + IMDb votes / 100 (one MovieLens rating ~ 100 IMDb votes): the
     tie-breaker of search and the fallback ranking for users without ratings.
     """
     df = catalog.sort_values("item_id").reset_index(drop=True)
+    urls = (
+        {} if posters is None else dict(zip(posters["item_id"], posters["poster_url"], strict=True))
+    )
+    df["poster_url"] = [urls.get(i) for i in df["item_id"].tolist()]
     idx = model.items.index_of(df["item_id"].to_numpy(np.int64))
     df["ml_ratings"] = np.where(idx >= 0, model.items.count[np.maximum(idx, 0)], 0)
     votes = df["imdb_votes"].astype("Float64").fillna(0).to_numpy(np.float64)
     df["popularity"] = df["ml_ratings"].to_numpy(np.float64) + votes / 100.0
     df["genres"] = [list(g) if g is not None else [] for g in df["genres"]]
     return df[list(CATALOG_COLUMNS)]
+
+
+def akas_frame(akas: pd.DataFrame, catalog: pd.DataFrame) -> pd.DataFrame:
+    """The bundle's akas: warehouse akas rows (tconst, title, region, language, types,
+    attributes, ordering) of catalogue titles, by item id, with their `aka_preference`."""
+    item_of = dict(zip(catalog["tconst"], catalog["item_id"], strict=True))
+    rows = akas[akas["tconst"].isin(item_of.keys()) & akas["title"].notna()]
+    frame = pd.DataFrame(
+        {
+            "item_id": rows["tconst"].map(item_of).to_numpy(np.int64),
+            "title": rows["title"].astype(str).to_numpy(),
+            "region": rows["region"].to_numpy(object),
+            "language": rows["language"].to_numpy(object),
+            "preference": np.fromiter(
+                map(aka_preference, rows["types"], rows["attributes"]), np.int8, len(rows)
+            ),
+            "ordering": rows["ordering"].to_numpy(np.int32),
+        }
+    )
+    return frame.sort_values(["item_id", "ordering"], kind="stable").reset_index(drop=True)
 
 
 def model_manifest(model: TrainedTwoTower) -> dict[str, Any]:
@@ -125,12 +158,16 @@ def assemble_bundle(
     user_features_path: Path,
     user_history: pd.DataFrame,
     manifest: Mapping[str, Any],
+    akas: pd.DataFrame | None = None,
 ) -> Path:
-    """Write one self-contained, hashed serving bundle to `destination` (atomically)."""
+    """Write one self-contained, hashed serving bundle to `destination` (atomically);
+    `akas` (`akas_frame`) may be None: a catalogue without localized titles."""
     Path(destination).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".bundle-parts-", dir=Path(destination).parent) as d:
         parts = Path(d)
         catalog.to_parquet(parts / "catalog.parquet", index=False)
+        akas = akas if akas is not None else pd.DataFrame({c: [] for c in AKAS_COLUMNS})
+        akas[list(AKAS_COLUMNS)].to_parquet(parts / "akas.parquet", index=False)
         with open(parts / "user_history.npz", "wb") as fh:
             np.savez(fh, **cast(dict[str, Any], user_history_arrays(user_history)))
         files = {
@@ -138,6 +175,7 @@ def assemble_bundle(
             EMBEDDINGS_FILE: Path(embeddings_path),
             CONTENT_DIR: Path(content_dir),
             CATALOG_FILE: parts / "catalog.parquet",
+            AKAS_FILE: parts / "akas.parquet",
             USER_FEATURES_PATH: Path(user_features_path),
             USER_HISTORY_FILE: parts / "user_history.npz",
         }

@@ -1,7 +1,7 @@
 """The one ranking function of the platform: what the API serves is what the evaluation measures.
 
-Every personalised list — `GET /users/{id}/recommendations`, `POST /recommendations`, the P1/P2
-evaluation of `model_evaluation`, the rule search on validation — comes out of
+Every personalised list — `GET /movielens-users/{id}/recommendations`, `POST /recommendations`,
+the P1/P2 evaluation of `model_evaluation`, the rule search on validation — comes out of
 `RankingEngine.rank`, which orders the catalogue rows of one or many users by a `RankingRule`:
 
     retrieval(u, i) = u·v_i / τ + b_i + w(n) · log(1 + c_i)

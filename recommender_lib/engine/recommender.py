@@ -23,6 +23,7 @@ import pandas as pd
 
 from recommender_lib.bundle.format import verify_bundle
 from recommender_lib.bundle.layout import (
+    AKAS_FILE,
     CATALOG_FILE,
     CONTENT_DIR,
     EMBEDDINGS_FILE,
@@ -33,6 +34,7 @@ from recommender_lib.bundle.layout import (
 )
 from recommender_lib.engine.ranking import RankingEngine
 from recommender_lib.index.content_index import ContentIndex, SimilarityFilters
+from recommender_lib.index.localized_titles import LocalizedTitles
 from recommender_lib.index.title_search import SearchHit, TitleSearchIndex
 from recommender_lib.index.top_k import PAD
 from recommender_lib.modeling.features.users import load_user_features, user_features_from_ratings
@@ -85,6 +87,7 @@ class Recommender:
     embeddings: ItemEmbeddings
     content: ContentIndex
     search_index: TitleSearchIndex
+    localized: LocalizedTitles  # the catalogue's akas: localized titles per locale
     user_ids: np.ndarray
     user_matrix: np.ndarray
     history_offsets: np.ndarray
@@ -113,8 +116,20 @@ class Recommender:
                 raise ValueError("user history and user features list different users")
             offsets, items = hist["offsets"], hist["item_ids"]
             stars, times = hist["ratings"], hist["rating_ts"]
+        akas = root / AKAS_FILE  # bundles written before akas have none
+        localized = (
+            LocalizedTitles(pd.read_parquet(akas), ids)
+            if akas.is_file()
+            else LocalizedTitles.empty(ids)
+        )
+        if "poster_url" not in catalog:
+            catalog["poster_url"] = None
         search = TitleSearchIndex.build(
-            ids, catalog["title"].tolist(), catalog["year"].tolist(), catalog["popularity"]
+            ids,
+            catalog["title"].tolist(),
+            catalog["year"].tolist(),
+            catalog["popularity"],
+            localized.alternates(),
         )
         return cls(
             manifest=manifest,
@@ -123,6 +138,7 @@ class Recommender:
             embeddings=embeddings,
             content=content,
             search_index=search,
+            localized=localized,
             user_ids=user_ids,
             user_matrix=user_matrix,
             history_offsets=offsets,
@@ -181,6 +197,7 @@ class Recommender:
             "imdb_rating": None if pd.isna(r["imdb_rating"]) else float(r["imdb_rating"]),
             "imdb_votes": None if pd.isna(r["imdb_votes"]) else int(r["imdb_votes"]),
             "movielens_ratings": int(r["ml_ratings"]),
+            "poster_url": r["poster_url"] if isinstance(r["poster_url"], str) else None,
         }
 
     def search(self, query: str, limit: int = 10) -> list[tuple[int, SearchHit]]:

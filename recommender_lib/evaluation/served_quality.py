@@ -4,10 +4,10 @@ The release comes from `recommender_lib.evaluation.served_release.make_release` 
 rows of docs/architecture.md §6 removed); the platform is run on it, and `measure_served`
 asks the running API, through an injected HTTP client only, for what a user would see:
 
-- `GET /users/{id}/recommendations?k=` for each warm user: NDCG@k, Recall@k over the removed
-  rows (binary relevance, every removed row relevant), catalogue coverage@k, mean popularity of
-  what is recommended (release rating count per title), and `already_rated` (recommended titles
-  the user rated in the release; a correct service returns 0);
+- `GET /movielens-users/{id}/recommendations?k=` for each warm user: NDCG@k, Recall@k over the
+  removed rows (binary relevance, every removed row relevant), catalogue coverage@k, mean
+  popularity of what is recommended (release rating count per title), and `already_rated`
+  (recommended titles the user rated in the release; a correct service returns 0);
 - `POST /scores {"user_id", "candidates"}` (chunks of at most 1000): RMSE and MAE in stars over
   every removed row;
 - `POST /recommendations` for each cold user and reveal size k: the k earliest ratings, the
@@ -180,12 +180,12 @@ def _api_warm(
     lists: dict[int, list[int]] = {}
     unknown = 0
     for user in users:
-        resp = client.get(f"/users/{user}/recommendations", params={"k": k})
+        resp = client.get(f"/movielens-users/{user}/recommendations", params={"k": k})
         if resp.status_code == 404 and _unknown_user(resp):
             unknown += 1  # e.g. a user whose every rating was removed: scored with no hits
             lists[user] = []
             continue
-        body = _ok(resp, f"GET /users/{user}/recommendations")
+        body = _ok(resp, f"GET /movielens-users/{user}/recommendations")
         versions.add(str(body.get("model_version")))
         lists[user] = [_item_id(item) for item in body["items"]][:k]
     return lists, unknown

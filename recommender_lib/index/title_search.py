@@ -25,7 +25,9 @@ Keys: `normalize_title` (casefold, accents stripped, `&` -> `and`, apostrophes d
 other punctuation -> space), then stand-alone Roman numerals II-IX (not V) read as digits, so
 `rocky 2` and `rocky ii` both equal "Rocky II". Besides the whole title, a title is found by
 its parts outside and inside parentheses, as MovieLens writes alternate titles ("Seven (a.k.a.
-Se7en)", "Amelie (Fabuleux destin d'Amélie Poulain, Le)"), each with and without its article.
+Se7en)", "Amelie (Fabuleux destin d'Amélie Poulain, Le)"), each with and without its article,
+and by its localized titles (IMDb akas, `alternates`) in every tier: "Le Fabuleux Destin
+d'Amélie Poulain", "Die fabelhafte Welt der Amélie" and "Amélie" find the same film.
 """
 
 from __future__ import annotations
@@ -165,6 +167,25 @@ def _as_year(value: object) -> int | None:
     return int(year) if math.isfinite(year) and year > 0 else None
 
 
+def _row_keys(
+    titles: Sequence[object], alternates: Sequence[Sequence[str]]
+) -> tuple[list[list[str]], list[list[str]]]:
+    """Per row: its distinct search keys (title first, then alternates) and whole-title keys."""
+    keys: list[list[str]] = []
+    phrases: list[list[str]] = []
+    for title, others in zip(titles, alternates, strict=True):
+        row_keys: dict[str, None] = {}
+        row_phrases: dict[str, None] = {}
+        for text in (title, *others) if isinstance(title, str) else ():
+            found = title_keys(text) if isinstance(text, str) else []
+            if found:
+                row_phrases[found[0]] = None
+                row_keys.update(dict.fromkeys(found))
+        keys.append(list(row_keys))
+        phrases.append(list(row_phrases))
+    return keys, phrases
+
+
 def _bigram_codes(key: str) -> np.ndarray:
     """Codes of the distinct character bigrams of ` key ` (two code points in one int64)."""
     points = np.frombuffer(f" {key} ".encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
@@ -181,17 +202,20 @@ class TitleSearchIndex:
         years: list[int | None],
         popularity: np.ndarray,
         keys: list[list[str]],
+        phrases: list[list[str]],
     ) -> None:
         """Index rows already in rank order (popularity desc, shorter title, item_id).
 
-        `keys[row]` is `title_keys(titles[row])`, non-empty.
+        `keys[row]`: the row's search keys (`title_keys` of its title, then of its alternate
+        titles), non-empty; `phrases[row]`: the whole-title key of its title and of each
+        alternate, whose words the word-prefix tier matches.
         """
         self._item_ids = item_ids
         self._titles = titles
         self._years = years
         peak = math.log1p(float(popularity.max())) if len(popularity) else 0.0
         self._prior = np.log1p(popularity) / peak if peak > 0 else np.zeros(len(popularity))
-        self._tokens = [tuple(row_keys[0].split()) for row_keys in keys]
+        self._tokens = [tuple(tuple(p.split()) for p in row) for row in phrases]
 
         # Every key of every row, rows' keys contiguous (`_choice_starts[row]` on).
         choice_keys: list[str] = []
@@ -215,7 +239,9 @@ class TitleSearchIndex:
         self._sorted_keys = [choice_keys[i] for i in order]
         self._sorted_rows = self._choice_rows[order]
 
-        pairs = sorted({(tok, row) for row, toks in enumerate(self._tokens) for tok in toks})
+        pairs = sorted(
+            {(tok, row) for row, words in enumerate(self._tokens) for toks in words for tok in toks}
+        )
         self._vocab: list[str] = []
         starts: list[int] = []
         for i, (tok, _) in enumerate(pairs):
@@ -256,17 +282,21 @@ class TitleSearchIndex:
         titles: Sequence[str] | np.ndarray,
         years: Sequence[int | float | None] | np.ndarray,
         popularity: Sequence[float] | np.ndarray,
+        alternates: Sequence[Sequence[str]] | None = None,
     ) -> TitleSearchIndex:
         """Index aligned arrays; titles without letters or digits are left out.
 
-        Missing years (None, NaN, <= 0) become None and missing popularity (NaN) 0. Raises
-        ValueError on unequal lengths, duplicate item ids or negative popularity.
+        `alternates[i]`: other titles of row i (localized titles) that find it too. Missing
+        years (None, NaN, <= 0) become None and missing popularity (NaN) 0. Raises ValueError
+        on unequal lengths, duplicate item ids or negative popularity.
         """
-        lengths = {len(item_ids), len(titles), len(years), len(popularity)}
+        alternates = alternates if alternates is not None else [()] * len(item_ids)
+        lengths = {len(item_ids), len(titles), len(years), len(popularity), len(alternates)}
         if len(lengths) != 1:
             raise ValueError(
-                "item_ids, titles, years and popularity must have the same length, got "
-                f"{len(item_ids)}, {len(titles)}, {len(years)}, {len(popularity)}"
+                "item_ids, titles, years, popularity and alternates must have the same "
+                f"length, got {len(item_ids)}, {len(titles)}, {len(years)}, "
+                f"{len(popularity)}, {len(alternates)}"
             )
         titles, years = list(titles), list(years)  # positional, also for pandas Series
         ids = np.asarray(item_ids, dtype=np.int64).reshape(-1)
@@ -276,7 +306,7 @@ class TitleSearchIndex:
         pop = np.where(np.isnan(pop), 0.0, pop)
         if (pop < 0).any() or not np.isfinite(pop).all():
             raise ValueError("popularity must be finite and non-negative")
-        keys = [title_keys(t) if isinstance(t, str) else [] for t in titles]
+        keys, phrases = _row_keys(titles, alternates)
         keep = [i for i, row_keys in enumerate(keys) if row_keys]
         text = [str(titles[i]) for i in keep]
         title_len = np.fromiter(map(len, text), dtype=np.int64, count=len(keep))
@@ -288,6 +318,7 @@ class TitleSearchIndex:
             [_as_year(years[keep[i]]) for i in rank],
             pop[kept][rank],
             [keys[keep[i]] for i in rank],
+            [phrases[keep[i]] for i in rank],
         )
 
     def __len__(self) -> int:
@@ -387,8 +418,12 @@ class TitleSearchIndex:
         return np.flatnonzero(mask)
 
     def _words_in_order(self, words: list[str], row: int) -> bool:
-        tokens = iter(self._tokens[row])
-        return all(any(tok.startswith(word) for tok in tokens) for word in words)
+        """Whether the words start words of one of the row's titles, in order."""
+        for phrase in self._tokens[row]:
+            tokens = iter(phrase)
+            if all(any(tok.startswith(word) for tok in tokens) for word in words):
+                return True
+        return False
 
     def _fuzzy(self, key: str, limit: int, seen: set[int]) -> list[tuple[int, float]]:
         """Rows not in `seen` scoring >= FUZZY_CUTOFF, in fuzzy order, at most enough."""

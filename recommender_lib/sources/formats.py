@@ -11,6 +11,9 @@ IMDB_NULL = r"\N"
 
 IMDB_BASICS_FILE = "title.basics.tsv.gz"
 IMDB_RATINGS_FILE = "title.ratings.tsv.gz"
+IMDB_AKAS_FILE = "title.akas.tsv.gz"
+# Items of the array columns of title.akas (`types`, `attributes`) are separated by \x02.
+IMDB_ARRAY_SEPARATOR = "\x02"
 
 IMDB_BASICS_COLUMNS: tuple[str, ...] = (
     "tconst",
@@ -24,11 +27,26 @@ IMDB_BASICS_COLUMNS: tuple[str, ...] = (
     "genres",
 )
 IMDB_RATINGS_COLUMNS: tuple[str, ...] = ("tconst", "averageRating", "numVotes")
+IMDB_AKAS_COLUMNS: tuple[str, ...] = (
+    "titleId",
+    "ordering",
+    "title",
+    "region",
+    "language",
+    "types",
+    "attributes",
+    "isOriginalTitle",
+)
 
 IMDB_HEADERS: dict[str, tuple[str, ...]] = {
     IMDB_BASICS_FILE: IMDB_BASICS_COLUMNS,
     IMDB_RATINGS_FILE: IMDB_RATINGS_COLUMNS,
+    IMDB_AKAS_FILE: IMDB_AKAS_COLUMNS,
 }
+# Values of title.akas `types` IMDb documents (an array: a row may carry several).
+IMDB_AKAS_TYPES: tuple[str, ...] = (
+    "alternative", "dvd", "festival", "tv", "video", "working", "original", "imdbDisplay",
+)  # fmt: skip
 
 IMDB_GENRES: tuple[str, ...] = (
     "Action", "Adult", "Adventure", "Animation", "Biography", "Comedy", "Crime", "Documentary",

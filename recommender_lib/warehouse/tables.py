@@ -95,7 +95,7 @@ def _columns_struct(types: dict[str, str]) -> str:
     return "{" + ", ".join(f"{_sql_str(k)}: {_sql_str(v)}" for k, v in types.items()) + "}"
 
 
-def _read_imdb(path: Path, types: dict[str, str], rejects: str) -> str:
+def read_imdb_sql(path: Path, types: dict[str, str], rejects: str) -> str:
     """A DuckDB `read_csv` call for an IMDb dump: tabs, no quoting at all, `\\N` for null."""
     return (
         f"read_csv({_sql_str(path)}, delim='\\t', header=true, quote='', escape='', "
@@ -283,8 +283,8 @@ def load_imdb_titles(
                  ELSE string_split(b.genres, ',') END AS genres,
             r.averageRating AS average_rating,
             r.numVotes AS num_votes
-        FROM {_read_imdb(basics_path, IMDB_BASICS_TYPES, "rejects_basics")} AS b
-        JOIN {_read_imdb(ratings_path, IMDB_RATINGS_TYPES, "rejects_ratings")} AS r
+        FROM {read_imdb_sql(basics_path, IMDB_BASICS_TYPES, "rejects_basics")} AS b
+        JOIN {read_imdb_sql(ratings_path, IMDB_RATINGS_TYPES, "rejects_ratings")} AS r
             USING (tconst)
         ORDER BY b.tconst
     """

@@ -25,7 +25,12 @@ import numpy as np
 import pandas as pd
 
 from recommender_lib.atomic import atomic_path
-from recommender_lib.bundle.layout import ItemEmbeddings, assemble_bundle, catalog_frame
+from recommender_lib.bundle.layout import (
+    ItemEmbeddings,
+    akas_frame,
+    assemble_bundle,
+    catalog_frame,
+)
 from recommender_lib.bundle.layout import model_manifest as bundle_model_manifest
 from recommender_lib.evaluation.report import EvaluationReport, evaluate_models, load_protocol
 from recommender_lib.index.content import (
@@ -48,7 +53,10 @@ from recommender_lib.modeling.features.users import (
 from recommender_lib.modeling.splits import P1, P2, load_split, release_ratings
 from recommender_lib.modeling.two_tower.params import TwoTowerParams
 from recommender_lib.modeling.two_tower.trained import TrainedTwoTower
+from recommender_lib.warehouse.akas import CATALOG_AKAS
 from recommender_lib.warehouse.catalog import load_catalog, served_catalog_table
+from recommender_lib.warehouse.posters import catalog_poster_urls
+from recommender_lib.warehouse.tables import table_exists
 from recommender_lib.workflow.train import train_two_tower
 
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
@@ -262,10 +270,15 @@ def serving_bundle(
     manifest: Mapping[str, Any],
 ) -> Path:
     """One hashed serving bundle around the production model: its embeddings, the content
-    index, the catalogue metadata and every user of the release with all their ratings."""
+    index, the catalogue metadata (with poster URLs where the TMDb enrichment found them),
+    the localized titles (`catalog_akas`, where loaded) and every user of the release with all
+    their ratings."""
     model = production.load()
     with connect() as conn:
-        catalog = catalog_frame(load_catalog(conn), model)
+        catalog = catalog_frame(load_catalog(conn), model, catalog_poster_urls(conn))
+        akas = None
+        if table_exists(conn, CATALOG_AKAS):
+            akas = akas_frame(conn.execute(f"SELECT * FROM {CATALOG_AKAS}").df(), catalog)
         history = release_ratings(conn)
     return assemble_bundle(
         Path(destination),
@@ -275,6 +288,7 @@ def serving_bundle(
         catalog=catalog,
         user_features_path=users.path,
         user_history=history,
+        akas=akas,
         manifest={"source_versions": {}, "metrics": {}, "model": bundle_model_manifest(model)}
         | dict(manifest),
     )

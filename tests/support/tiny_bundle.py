@@ -7,6 +7,7 @@ from pathlib import Path
 import duckdb
 
 from recommender_lib.modeling.two_tower.params import TwoTowerParams
+from recommender_lib.warehouse.akas import load_catalog_akas
 from recommender_lib.warehouse.catalog import CatalogFilters, build_catalog
 from recommender_lib.workflow.steps import connection, train_and_bundle
 from tests.support.sample_warehouse import load_sample_warehouse
@@ -17,9 +18,10 @@ TINY_PARAMS = TwoTowerParams(
 
 
 def tiny_warehouse(mirror, workdir: Path) -> duckdb.DuckDBPyConnection:
-    """The sample warehouse of `mirror` with its splits and catalogue, in memory."""
+    """The sample warehouse of `mirror` with its splits, catalogue and its akas, in memory."""
     conn = load_sample_warehouse(mirror, workdir / "scratch")
     build_catalog(conn, CatalogFilters(min_votes=10))
+    load_catalog_akas(conn, mirror.akas)
     return conn
 
 

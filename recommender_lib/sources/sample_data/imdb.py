@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +12,7 @@ import numpy as np
 
 from recommender_lib.atomic import atomic_path
 from recommender_lib.sources import formats
+from recommender_lib.sources.sample_data.akas import akas_counts, akas_text
 from recommender_lib.sources.sample_data.common import (
     ID_KNOTS,
     ID_YEARS,
@@ -34,6 +35,8 @@ from recommender_lib.sources.sample_data.titles import (
 )
 
 _GZIP_LEVEL = 6
+# The dumps the mirror carries, in the order `_imdb_chunks` yields their text.
+IMDB_SAMPLE_FILES = (formats.IMDB_BASICS_FILE, formats.IMDB_RATINGS_FILE, formats.IMDB_AKAS_FILE)
 _NULL = formats.IMDB_NULL
 _TYPE_SHARE = {  # filler rows, roughly the real dump
     "tvEpisode": 0.735, "short": 0.09, "movie": 0.062, "video": 0.026, "tvSeries": 0.026,
@@ -176,10 +179,25 @@ def _filler_rated_share(p: SampleProfile, n_linked_rated: int) -> float:
     return float(np.clip(target / max(n_filler, 1), 0.0, 1.0))
 
 
+def _akas_chunk(
+    rng: np.random.Generator,
+    p: SampleProfile,
+    ids: np.ndarray,
+    rows: _Rows,
+    votes: np.ndarray,
+    linked_pop: np.ndarray,
+) -> str:
+    """title.akas lines of one basics chunk (`votes` 0 for unrated titles)."""
+    counts = akas_counts(rng, rows.type_code, votes, linked_pop, p.akas_per_title)
+    tconsts = [formats.tconst_from_imdb_id(x) for x in ids.tolist()]
+    return akas_text(rng, tconsts, rows.primary, rows.original, counts)
+
+
 def _imdb_chunks(
-    seed: int, p: SampleProfile, ids: np.ndarray, cat: Catalog
-) -> Iterator[tuple[str, str]]:
-    """(basics text, ratings text) per chunk of `chunk_rows` basics rows, in tconst order."""
+    seed: int, p: SampleProfile, ids: np.ndarray, cat: Catalog, *, akas: bool = True
+) -> Iterator[tuple[str, str, str]]:
+    """(basics, ratings, akas text) per chunk of `chunk_rows` basics rows, in tconst order;
+    the akas text is empty without `akas` (it has its own random stream)."""
     inside = np.flatnonzero(cat.basics_pos >= 0)
     inside = inside[np.argsort(cat.basics_pos[inside])]
     linked_pos = cat.basics_pos[inside]
@@ -204,7 +222,14 @@ def _imdb_chunks(
         tenths[local] = cat.imdb_tenths[items]
         votes[local] = cat.imdb_votes[items]
         r = np.flatnonzero(rated)
-        yield _basics_text(ids[a:b], rows), _ratings_text(ids[a:b][r], tenths[r], votes[r])
+        akas_rows = ""
+        if akas:
+            linked_pop = np.full(b - a, -1.0)
+            linked_pop[local] = cat.pop_pct[items]
+            akas_rng = rng_for(seed, 7, c)
+            akas_rows = _akas_chunk(akas_rng, p, ids[a:b], rows, votes * rated, linked_pop)
+        basics = _basics_text(ids[a:b], rows)
+        yield basics, _ratings_text(ids[a:b][r], tenths[r], votes[r]), akas_rows
 
 
 @contextlib.contextmanager
@@ -220,13 +245,28 @@ def _gzip_writer(target: Path) -> Iterator[gzip.GzipFile]:
         yield gz
 
 
-def write_imdb(imdb_dir: Path, seed: int, p: SampleProfile, ids: np.ndarray, cat: Catalog) -> None:
-    """Write title.basics.tsv.gz and title.ratings.tsv.gz chunk by chunk."""
-    basics_path = imdb_dir / formats.IMDB_BASICS_FILE
-    ratings_path = imdb_dir / formats.IMDB_RATINGS_FILE
-    with _gzip_writer(basics_path) as gb, _gzip_writer(ratings_path) as gr:
-        gb.write(("\t".join(formats.IMDB_BASICS_COLUMNS) + "\n").encode())
-        gr.write(("\t".join(formats.IMDB_RATINGS_COLUMNS) + "\n").encode())
-        for basics, ratings in _imdb_chunks(seed, p, ids, cat):
-            gb.write(basics.encode("utf-8"))
-            gr.write(ratings.encode("utf-8"))
+def write_imdb(
+    imdb_dir: Path,
+    seed: int,
+    p: SampleProfile,
+    ids: np.ndarray,
+    cat: Catalog,
+    files: Sequence[str] = IMDB_SAMPLE_FILES,
+) -> None:
+    """Write the IMDb dumps named in `files` (default all three) chunk by chunk."""
+    unknown = sorted(set(files) - set(IMDB_SAMPLE_FILES))
+    if unknown:
+        raise ValueError(f"unknown IMDb files {unknown}; choose from {list(IMDB_SAMPLE_FILES)}")
+    with contextlib.ExitStack() as stack:
+        out = {
+            name: stack.enter_context(_gzip_writer(imdb_dir / name))
+            for name in IMDB_SAMPLE_FILES
+            if name in files
+        }
+        for name, gz in out.items():
+            gz.write(("\t".join(formats.IMDB_HEADERS[name]) + "\n").encode())
+        akas = formats.IMDB_AKAS_FILE in out
+        for chunk in _imdb_chunks(seed, p, ids, cat, akas=akas):
+            for name, text in zip(IMDB_SAMPLE_FILES, chunk, strict=True):
+                if name in out:
+                    out[name].write(text.encode("utf-8"))

@@ -20,6 +20,7 @@ class SampleProfile:
     eight_digit_share: float = 0.03  # share of tconsts with 8 digits (tt1xxxxxxx)
     missing_link_share: float = 0.04  # MovieLens links whose tconst is not in basics
     unrated_link_share: float = 0.025  # links in basics without a title.ratings row
+    akas_per_title: float = 4.2  # mean title.akas rows of a title no MovieLens movie links to
     chunk_rows: int = 250_000
     chunk_users: int = 2_000
 
@@ -41,5 +42,6 @@ class SampleMirror:
     imdb_dir: Path
     basics: Path
     ratings: Path
+    akas: Path
     movielens_zip: Path
     movielens_md5: Path
