@@ -1,4 +1,5 @@
-"""Content similarity latency: exact top-k with `ContentIndex` vs the earlier sklearn method.
+"""Content similarity latency: `ContentIndex` (exact and HNSW) vs FAISS, hnswlib and the earlier
+sklearn method.
 
     .venv/bin/python bench/content_latency.py
 
@@ -9,6 +10,16 @@ in --sizes it times, on the same random queries in the same run (after a warm-up
 * `ContentIndex.similar(item, k)` (no filters) and with a genre + year filter;
 * the earlier project's method: `cosine_similarity(matrix[i:i+1], matrix)` on the un-normalised
   matrix, a full `np.argsort` of the row, top-k excluding the query.
+
+Index backends, for each size in --sizes (same queries, same run, top-k of `similar` = k + 1
+results less the query): `ContentIndex.similar` exact, FAISS `IndexFlatIP.search` directly,
+`ContentIndex.similar` on its HNSW graph (`ContentIndex.build(approximate=True)`, production
+`HNSWParams`), the same faiss graph searched raw, and hnswlib (same M / ef; only if importable:
+it is no project dependency, `uv pip install hnswlib==0.8.0`), each with p50/p99, recall@10
+against exact (tie-aware, as the build's check) and build time; then raw faiss HNSW at other
+efSearch values (how the production value was chosen). Backends are timed in rotated blocks
+(`timed_ms_rotated`): interleaving them query by query let a graph search run right after
+another one had warmed the caches for the same query, or right after an exact scan evicted them.
 
 Methods are timed interleaved, query by query, so they share the background load. Then the
 unfiltered `similar` p50 over --scaling-sizes and, interpolated between them, the catalogue
@@ -26,14 +37,22 @@ import argparse
 import os
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
+import faiss
 import numpy as np
 import pandas as pd
 from sklearn.metrics.pairwise import cosine_similarity
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from recommender_lib.index.backends import TIE_TOLERANCE, HNSWParams
 from recommender_lib.index.content_index import ContentIndex, SimilarityFilters
+
+try:
+    import hnswlib  # type: ignore[import-not-found, unused-ignore]
+except ImportError:  # optional: compared only where installed
+    hnswlib = None
 
 GENRES = (
     "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama",
@@ -88,7 +107,7 @@ def baseline_top_k(matrix: np.ndarray, i: int, k: int) -> list[int]:
 
 
 def timed_ms(
-    methods: dict[str, Callable[[int], object]], queries: np.ndarray, warmup: int
+    methods: Mapping[str, Callable[[int], object]], queries: np.ndarray, warmup: int
 ) -> dict[str, np.ndarray]:
     """Per-query latency (ms) of each method, interleaved query by query so that every method
     sees the same background load; the first `warmup` queries are run untimed."""
@@ -105,6 +124,27 @@ def timed_ms(
     return out
 
 
+def timed_ms_rotated(
+    methods: Mapping[str, Callable[[int], object]], queries: np.ndarray, warmup: int, blocks: int
+) -> dict[str, np.ndarray]:
+    """Like `timed_ms`, but in rounds: each round every method runs a block of queries back to
+    back, method j on block (round + j) mod blocks, so that no method runs a query right after
+    another method warmed the caches for it (or right after a 128 MB exact scan evicted them),
+    while all still share the background load round by round."""
+    for i in queries[:warmup]:
+        for fn in methods.values():
+            fn(int(i))
+    chunks = np.array_split(queries[warmup:], blocks)
+    out: dict[str, list[float]] = {name: [] for name in methods}
+    for r in range(blocks):
+        for j, (name, fn) in enumerate(methods.items()):
+            for i in chunks[(r + j) % blocks]:
+                started = time.perf_counter()
+                fn(int(i))
+                out[name].append((time.perf_counter() - started) * 1e3)
+    return {name: np.asarray(ms) for name, ms in out.items()}
+
+
 def pct(ms: np.ndarray) -> tuple[float, float]:
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
@@ -113,7 +153,7 @@ def measure(n: int, args: argparse.Namespace, compare: bool) -> tuple[float, lis
     """Unfiltered `similar` p50 at size n, plus the comparison table rows when `compare`."""
     ids, matrix, metadata = catalogue(n, args.seed)
     started = time.perf_counter()
-    index = ContentIndex.build(ids, matrix, metadata)
+    index = ContentIndex.build(ids, matrix, metadata, approximate=False)
     build_s = time.perf_counter() - started
     rng = np.random.default_rng(args.seed + n)
     queries = rng.choice(n, size=args.queries + args.warmup, replace=False)
@@ -149,6 +189,127 @@ def measure(n: int, args: argparse.Namespace, compare: bool) -> tuple[float, lis
     return ours[0], rows
 
 
+Positions = Callable[[int], list[int]]  # catalogue row -> its k neighbours' rows, best first
+
+
+def tie_aware_recall(index: ContentIndex, rows: np.ndarray, method: Positions, k: int) -> float:
+    """Recall@k of `method` against exact `similar`: a returned row is a hit when it scores at
+    least the exact k-th best (less `TIE_TOLERANCE`), as in the build's recall check."""
+    hits = 0
+    for i in rows:
+        kth = index.similar(int(index.item_ids[i]), k)[-1][1]
+        found = np.asarray(method(int(i))[:k], dtype=np.int64)
+        hits += int((index.vectors[found] @ index.vectors[i] >= kth - TIE_TOLERANCE).sum())
+    return hits / (k * rows.size)
+
+
+def timed_build(build: Callable[[], object]) -> tuple[object, float]:
+    started = time.perf_counter()
+    return build(), time.perf_counter() - started
+
+
+def without(rows: Any, i: int, k: int) -> list[int]:
+    """The first k rows other than the query's own."""
+    return [int(r) for r in rows if r != i and r >= 0][:k]
+
+
+Timed = Callable[[int], object]  # catalogue row -> the backend's own answer (what is timed)
+
+
+def backend_methods(
+    n: int, args: argparse.Namespace
+) -> tuple[ContentIndex, ContentIndex, dict[str, tuple[Timed, Positions]], dict[str, str]]:
+    """The exact index and every backend at size n: name -> (timed call, positions for the
+    recall, converted outside the timing), name -> build time."""
+    ids, matrix, metadata = catalogue(n, args.seed)
+    exact, exact_s = timed_build(
+        lambda: ContentIndex.build(ids, matrix, metadata, approximate=False)
+    )
+    approx, approx_s = timed_build(
+        lambda: ContentIndex.build(ids, matrix, metadata, approximate=True)
+    )
+    assert isinstance(exact, ContentIndex) and isinstance(approx, ContentIndex)
+    assert approx.approximate is not None
+    vectors, k, params = exact.vectors, args.k, approx.approximate.params
+    flat = faiss.IndexFlatIP(vectors.shape[1])
+    _, flat_s = timed_build(lambda: flat.add(vectors))
+    graph = approx.approximate.index
+
+    def ours(
+        index: ContentIndex, filters: SimilarityFilters | None = None
+    ) -> tuple[Timed, Positions]:
+        def timed(i: int) -> object:
+            return index.similar(int(ids[i]), k, filters)
+
+        return timed, lambda i: [index.position(j) for j, _ in index.similar(int(ids[i]), k)]
+
+    def raw(search: Callable[[int], Any]) -> tuple[Timed, Positions]:
+        return search, lambda i: without(search(i), i, k)
+
+    methods = {
+        "ContentIndex exact": ours(exact),
+        "FAISS IndexFlatIP": raw(lambda i: flat.search(vectors[i : i + 1], k + 1)[1][0]),
+        "ContentIndex HNSW": ours(approx),
+        "ContentIndex HNSW + genre/year filter": ours(approx, FILTERS),
+        "faiss HNSW raw (same graph)": raw(lambda i: graph.search(vectors[i : i + 1], k + 1)[1][0]),
+    }
+    builds = {
+        "ContentIndex exact": f"{exact_s:.1f} s",
+        "FAISS IndexFlatIP": f"{flat_s:.2f} s",
+        "ContentIndex HNSW": f"{approx_s:.1f} s (1 thread, incl. recall check "
+        f"{approx.approximate.recall_at_10:.4f})",
+    }
+    if hnswlib is not None:
+        other = hnswlib.Index(space="ip", dim=vectors.shape[1])
+        other.init_index(max_elements=n, M=params.m, ef_construction=params.ef_construction)
+        _, other_s = timed_build(lambda: other.add_items(vectors, num_threads=args.hnswlib_threads))
+        other.set_ef(params.ef_search)
+        other.set_num_threads(1)
+        methods["hnswlib (same M/ef)"] = raw(lambda i: other.knn_query(vectors[i], k + 1)[0][0])
+        builds["hnswlib (same M/ef)"] = f"{other_s:.1f} s ({args.hnswlib_threads} thread(s))"
+    return exact, approx, methods, builds
+
+
+def compare_backends(n: int, args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """Table rows: p50/p99, recall@k vs exact and build time of each backend at size n; and
+    the efSearch sweep at the largest size."""
+    exact, approx, methods, builds = backend_methods(n, args)
+    rng = np.random.default_rng(args.seed + n)
+    queries = rng.choice(n, size=args.queries + args.warmup, replace=False)
+    timed = {name: fn for name, (fn, _) in methods.items()}
+    ms = timed_ms_rotated(timed, queries, args.warmup, blocks=10)
+    checked = queries[args.warmup :]
+    faiss_p50 = pct(ms["FAISS IndexFlatIP"])[0]
+    rows = []
+    for name, (_, positions) in methods.items():
+        p50, p99 = pct(ms[name])
+        recall = (
+            "" if "filter" in name else f"{tie_aware_recall(exact, checked, positions, args.k):.4f}"
+        )
+        rows.append(f"| {n:,} | {name} | {p50:.3f} | {p99:.3f} | {p50 / faiss_p50:.2f} | "
+                    f"{recall} | {builds.get(name, '')} |")  # fmt: skip
+    print(f"n={n:>9,}: backends compared, peak RSS {peak_rss_mb():,.0f} MB", flush=True)
+    sweep = ef_sweep(exact, approx, queries, args) if n == max(args.sizes) else []
+    return rows, sweep
+
+
+def ef_sweep(
+    exact: ContentIndex, approx: ContentIndex, queries: np.ndarray, args: argparse.Namespace
+) -> list[str]:
+    """Raw faiss HNSW (production M, efConstruction) at several efSearch values."""
+    assert approx.approximate is not None
+    graph, vectors, k, n = approx.approximate.index, approx.vectors, args.k, len(approx)
+    rows = []
+    for ef in args.ef_sweep:
+        graph.hnsw.efSearch = ef
+        method: Positions = lambda i: without(graph.search(vectors[i : i + 1], k + 1)[1][0], i, k)  # noqa: E731
+        p50, p99 = pct(timed_ms_rotated({"raw": method}, queries, args.warmup, 1)["raw"])
+        recall = tie_aware_recall(exact, queries[args.warmup :], method, k)
+        rows.append(f"| {n:,} | {ef} | {p50:.3f} | {p99:.3f} | {recall:.4f} |")
+    graph.hnsw.efSearch = approx.approximate.params.ef_search
+    return rows
+
+
 def crossover(sizes: np.ndarray, p50s: np.ndarray, budget_ms: float) -> str:
     """Catalogue size where p50 passes the budget, interpolated between measured sizes."""
     above = np.flatnonzero(p50s > budget_ms)
@@ -174,6 +335,11 @@ def main() -> None:
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--budget-ms", type=float, default=5.0, help="interactive budget")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hnswlib-threads", type=int, default=1, help="hnswlib build threads")
+    parser.add_argument(
+        "--ef-sweep", type=int, nargs="*", default=[16, 32, 48, 64, 96],
+        help="efSearch values for raw faiss HNSW at the largest of --sizes (none: skip)",
+    )  # fmt: skip
     parser.add_argument(
         "--blas-threads", type=int, default=1,
         help="BLAS threads for every method (0 = library default; >1 stalls on a busy box)",
@@ -181,6 +347,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.blas_threads > 0:
         threadpool_limits(limits=args.blas_threads)
+        faiss.omp_set_num_threads(args.blas_threads)
     blas = sorted({(i["internal_api"], i["num_threads"]) for i in threadpool_info()})
     print(f"# k={args.k}, {args.queries} queries (+{args.warmup} warm-up), BLAS {blas}, "
           f"{os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.2f}\n")  # fmt: skip
@@ -191,9 +358,24 @@ def main() -> None:
         scaling[n], rows = measure(n, args, compare=n in args.sizes)
         comparison += rows
 
+    backends: list[str] = []
+    sweep: list[str] = []
+    for n in sorted(args.sizes):
+        rows, at_n = compare_backends(n, args)
+        backends, sweep = backends + rows, sweep + at_n
+
     print("\n| titles | method | p50 ms | p99 ms | speed-up vs baseline p50 (same run) |")
     print("|---:|---|---:|---:|---:|")
     print("\n".join(comparison))
+    print(f"\n| titles | backend (k={args.k}) | p50 ms | p99 ms | p50 / FAISS exact p50 | "
+          f"recall@{args.k} vs exact | build |")  # fmt: skip
+    print("|---:|---|---:|---:|---:|---:|---|")
+    print("\n".join(backends))
+    if sweep:
+        print(f"\n| titles | raw faiss HNSW efSearch (M={HNSWParams().m}, efConstruction="
+              f"{HNSWParams().ef_construction}) | p50 ms | p99 ms | recall@{args.k} |")  # fmt: skip
+        print("|---:|---:|---:|---:|---:|")
+        print("\n".join(sweep))
     sizes = np.array(sorted(scaling), dtype=float)
     p50s = np.array([scaling[int(n)] for n in sizes])
     print("\n| titles | brute-force `similar` p50 ms | ms per 1M titles |")

@@ -220,7 +220,8 @@ def content_index(
     artifacts: ArtifactStoreResource,
 ) -> steps.ContentIndexArtefact:
     """Normalised float32 content vectors + id order + filter columns (title type, year, votes,
-    genres) for exact cosine top-k."""
+    genres) for cosine top-k: exact, or an HNSW graph (recall@10 checked at build) above
+    `backends.APPROXIMATE_THRESHOLD` titles."""
     index = steps.content_index(
         warehouse_db.get_connection,
         content_features,
@@ -232,6 +233,10 @@ def content_index(
             "dimensions": index.dimensions,
             "genres": dg.MetadataValue.json(index.genres),
             "title_types": dg.MetadataValue.json(index.title_types),
+            "approximate": index.approximate,
+            "recall_at_10": dg.MetadataValue.null()
+            if index.recall_at_10 is None
+            else dg.MetadataValue.float(index.recall_at_10),
             "path": dg.MetadataValue.path(str(index.folder)),
         }
     )

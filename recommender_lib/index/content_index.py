@@ -1,4 +1,4 @@
-"""Exact cosine top-k over the title catalogue's content vectors, with metadata filters.
+"""Cosine top-k over the title catalogue's content vectors, with metadata filters.
 
 `ContentIndex` holds one L2-normalised float32 vector per title plus the few per-title columns
 the filters need (title type code, year, votes, genre bitmask). A query is one float32
@@ -6,7 +6,10 @@ matrix-vector product, the excluded rows set to -inf, the rows passing the filte
 and `top_k`: a threshold from a strided sample narrows the rows to about sqrt(n * k), then
 `np.argpartition` finds the k best and only those are sorted by (-score, row position). The
 result equals the first k of a stable full sort exactly, ties on the k-th boundary included,
-so answers are deterministic.
+so answers are deterministic. Above `APPROXIMATE_THRESHOLD` titles (or when asked) the build
+adds an HNSW graph (`backends.HNSWBackend`, its recall@10 checked against exact, the build failing
+below 0.98); queries then over-fetch from the graph and filter exactly, falling back to the exact
+masked search when too few candidates pass.
 
 Conventions: all-zero input vectors stay zero (score 0 against everything, never > 0); a title
 whose own vector is zero has no neighbours (`similar` returns []), likewise a zero query vector.
@@ -14,14 +17,13 @@ Missing year is stored as -1 and fails any year filter; missing votes count as 0
 title type fails a title-type filter; a title without genres fails a genre filter.
 
 Saved as plain `.npy` files (no pickle) plus `content_index.json` (vocabularies, dims), each
-written atomically; the JSON is written last.
+written atomically, the HNSW graph as `hnsw.faiss` with its parameters and recall under
+`index` in the JSON; the JSON is written last.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,17 @@ import numpy as np
 import pandas as pd
 
 from recommender_lib.atomic import atomic_path, write_text_atomic
+from recommender_lib.index.backends import (
+    APPROXIMATE_THRESHOLD,
+    ExactBackend,
+    HNSWBackend,
+    HNSWParams,
+    _check_k,
+    check_recall,
+    filtered_search,
+)
+from recommender_lib.index.backends import _top_k_exact as _top_k_exact  # re-exported
+from recommender_lib.index.backends import top_k as top_k  # re-exported (engine.ranking)
 
 CONTENT_INDEX_VERSION = 1
 MISSING_YEAR = -1
@@ -88,61 +101,6 @@ class SimilarityFilters:
         """True when no field restricts anything."""
         fields = (self.title_types, self.min_year, self.max_year, self.min_votes, self.genres)
         return all(value is None for value in fields)
-
-
-# ------------------------------------------------------------------------------------- top-k
-
-
-def _check_k(k: int) -> int:
-    k = operator.index(k)
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    return k
-
-
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Row indices of the k highest scores, best first, ties by ascending index.
-
-    Equals `np.argsort(-scores, kind="stable")[:k]` exactly (scores must not be NaN). On long
-    arrays a strided sample first gives a threshold `t` (its k-th best value): at least k rows
-    score >= t, so those rows hold the whole answer, boundary ties included, and only they
-    (about sqrt(n * k), ascending) go to `_top_k_exact`. -inf marks rows left out; they come
-    last, by index, and only when fewer than k rows are finite.
-    """
-    k = _check_k(k)
-    n = scores.shape[0]
-    stride = math.isqrt(n // k)
-    if k < n and stride >= 4:
-        sample = scores[::stride]
-        threshold = np.partition(sample, sample.size - k)[sample.size - k]
-        # At a -inf threshold (mostly -inf, e.g. filtered out) keep the finite rows instead:
-        # argpartition degrades on arrays that are mostly one value.
-        rows = np.flatnonzero(scores > threshold if threshold == -np.inf else scores >= threshold)
-        if rows.size <= n // 2:  # else (heavy ties at the threshold) the filter saves nothing
-            best = rows[_top_k_exact(scores[rows], k)]
-            if best.size < k:  # fewer than k finite rows: the first -inf rows complete them
-                best = np.concatenate([best, np.flatnonzero(scores == -np.inf)[: k - best.size]])
-            return best
-    return _top_k_exact(scores, k)
-
-
-def _top_k_exact(scores: np.ndarray, k: int) -> np.ndarray:
-    """`top_k` without the sample: argpartition for the k-th best score, then every row
-    strictly above it plus the lowest-index rows tied with it, sorted by (-score, index).
-
-    O(n) in general; numpy's introselect slows (towards a full sort) when most scores are one
-    value, e.g. mostly -inf.
-    """
-    n = scores.shape[0]
-    if k >= n:
-        return np.argsort(-scores, kind="stable")
-    best = np.argpartition(scores, n - k)[n - k :]
-    kth = scores[best].min()
-    above = best[scores[best] > kth]  # every row above the k-th best is among the k best
-    tied = np.flatnonzero(scores == kth)[: k - above.size]
-    candidates = np.concatenate([above, tied])
-    order = np.lexsort((candidates, -scores[candidates]))
-    return candidates[order]
 
 
 # ------------------------------------------------------------------------------ build helpers
@@ -257,7 +215,8 @@ def _write_npy(path: Path, array: np.ndarray) -> None:
 
 @dataclass(eq=False)
 class ContentIndex:
-    """Exact cosine nearest neighbours over L2-normalised title vectors, with filters."""
+    """Cosine nearest neighbours over L2-normalised title vectors, with filters: exact, or through
+    the HNSW graph `approximate` when the build made one."""
 
     item_ids: np.ndarray  # int64 (n,), unique
     vectors: np.ndarray  # float32 (n, d), unit or all-zero rows
@@ -267,6 +226,8 @@ class ContentIndex:
     votes: np.ndarray  # int64 (n,), missing = 0
     genre_bits: np.ndarray  # uint64 (n,), bit i = genre_vocab[i]
     genre_vocab: list[str]
+    approximate: HNSWBackend | None = None  # None: exact search only
+    _exact: ExactBackend = field(init=False, repr=False)
     _order: np.ndarray = field(init=False, repr=False)  # argsort of item_ids
     _sorted_ids: np.ndarray = field(init=False, repr=False)
 
@@ -288,6 +249,9 @@ class ContentIndex:
         codes = self.title_type
         if codes.size and (codes.min() < -1 or codes.max() >= len(self.title_type_vocab)):
             raise ValueError("title_type codes must be -1 or index title_type_vocab")
+        self._exact = ExactBackend(self.vectors)
+        if self.approximate is not None and len(self.approximate) != n:
+            raise ValueError(f"the HNSW index holds {len(self.approximate)} rows, not {n}")
         self._order = np.argsort(self.item_ids, kind="stable")
         self._sorted_ids = self.item_ids[self._order]
         dup = self._sorted_ids[1:][self._sorted_ids[1:] == self._sorted_ids[:-1]]
@@ -305,11 +269,15 @@ class ContentIndex:
         *,
         genre_vocab: Sequence[str] | None = None,
         title_type_vocab: Sequence[str] | None = None,
+        approximate: bool | None = None,
+        hnsw: HNSWParams | None = None,
     ) -> ContentIndex:
         """Index `vectors` (row i = `item_ids[i]`) with metadata aligned by `item_id`.
 
         Vocabularies default to the sorted names seen in `metadata`; pass them to accept filter
-        names that no title uses yet (e.g. all MovieLens genres).
+        names that no title uses yet (e.g. all MovieLens genres). `approximate`: None = an HNSW
+        graph (`hnsw` parameters) above `APPROXIMATE_THRESHOLD` titles, True / False = always /
+        never; its recall check raises `backends.RecallTooLow` (a `ValueError`) below 0.98.
         """
         ids = _item_ids(item_ids)  # uniqueness is checked in __post_init__
         matrix = _normalised(vectors, ids.size)
@@ -319,7 +287,14 @@ class ContentIndex:
         year = _nullable_ints(meta["year"], "year", MISSING_YEAR)
         if year.size and year.max() > np.iinfo(np.int32).max:
             raise ValueError("metadata column 'year' does not fit int32")
+        if approximate is None:
+            approximate = ids.size > APPROXIMATE_THRESHOLD
+        graph = None
+        if approximate:
+            graph = HNSWBackend.build(matrix, hnsw)
+            check_recall(ExactBackend(matrix), graph)
         return cls(
+            approximate=graph,
             item_ids=ids,
             vectors=matrix,
             title_type=codes,
@@ -342,7 +317,10 @@ class ContentIndex:
             "dim": int(self.vectors.shape[1]),
             "title_type_vocab": self.title_type_vocab,
             "genre_vocab": self.genre_vocab,
+            "index": {"kind": "exact"} if self.approximate is None else self.approximate.describe(),
         }
+        if self.approximate is not None:
+            paths["hnsw"] = self.approximate.save(directory)
         paths["meta"] = directory / META_FILE
         write_text_atomic(paths["meta"], json.dumps(meta, indent=2) + "\n")
         return paths
@@ -362,8 +340,12 @@ class ContentIndex:
                 f"vectors.npy has shape {arrays['vectors'].shape}, "
                 f"{META_FILE} says ({meta['n_items']}, {meta['dim']})"
             )
+        graph = None
+        if meta.get("index", {}).get("kind", "exact") != "exact":
+            graph = HNSWBackend.load(directory, meta["index"], meta["n_items"], meta["dim"])
         return cls(
             **arrays,
+            approximate=graph,
             title_type_vocab=list(meta["title_type_vocab"]),
             genre_vocab=list(meta["genre_vocab"]),
         )
@@ -437,6 +419,11 @@ class ContentIndex:
         keep = self.mask(filters)  # validates filter names even when q is zero
         if not q.any() or len(self) == 0:
             return []
+        if self.approximate is not None:
+            found = filtered_search(self.approximate, self.vectors, q, k, keep, excluded)
+            if found is not None:  # else too few candidates passed: search exactly
+                ids = self.item_ids[found[1]]
+                return [(int(i), float(s)) for i, s in zip(ids, found[0], strict=True)]
         scores = self.vectors @ q
         scores[excluded] = -np.inf
         # Rank only the rows passing the filters (ascending, so ties still go by position):

@@ -134,13 +134,15 @@ class ArrayArtefact:
 
 @dataclass(frozen=True)
 class ContentIndexArtefact:
-    """The exact cosine index over the content vectors, with its filter columns (a folder)."""
+    """The cosine index over the content vectors, with its filter columns (a folder)."""
 
     folder: Path
     titles: int
     dimensions: int
     genres: list[str]
     title_types: list[str]
+    approximate: bool = False  # an HNSW graph answers unfiltered-or-filtered top-k
+    recall_at_10: float | None = None  # its recall@10 vs exact, checked at build (>= 0.98)
 
 
 # ------------------------------------------------------------------------------- steps
@@ -255,9 +257,11 @@ def content_index(connect: Connect, content: ContentArtefact, folder: Path) -> C
     with connect() as conn:
         index = build_content_index(load_catalog(conn), features)
     save_content_index(index, features.transform, Path(folder))
+    graph = index.approximate
     return ContentIndexArtefact(
-        Path(folder), len(index), index.dim, list(index.genre_vocab), list(index.title_type_vocab)
-    )
+        Path(folder), len(index), index.dim, list(index.genre_vocab), list(index.title_type_vocab),
+        approximate=graph is not None, recall_at_10=None if graph is None else graph.recall_at_10,
+    )  # fmt: skip
 
 
 def serving_bundle(
@@ -289,7 +293,12 @@ def serving_bundle(
         user_features_path=users.path,
         user_history=history,
         akas=akas,
-        manifest={"source_versions": {}, "metrics": {}, "model": bundle_model_manifest(model)}
+        manifest={
+            "source_versions": {},
+            "metrics": {},
+            "model": bundle_model_manifest(model),
+            "content_index": {"approximate": index.approximate, "recall_at_10": index.recall_at_10},
+        }
         | dict(manifest),
     )
 
