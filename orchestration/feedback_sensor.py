@@ -20,7 +20,7 @@ import dagster as dg
 from orchestration.assets.feedback import WATERMARK_KEY
 from orchestration.jobs import full_refresh_job, retrain_job
 from orchestration.resources import FeedbackStoreResource
-from orchestration.sensors import TAG_SOURCE, positive_int_env, sensor_interval_s
+from orchestration.sensors import TAG_SOURCE, instance_of, positive_int_env, sensor_interval_s
 from recommender_lib.sources.feedback.events import RATING
 from recommender_lib.warehouse.app_feedback import APP_FEEDBACK
 
@@ -61,20 +61,13 @@ def trained_watermark(instance: dg.DagsterInstance | None) -> int | None:
     return int(value.value)  # type: ignore[arg-type]
 
 
-def _instance_of(context: dg.SensorEvaluationContext) -> dg.DagsterInstance | None:
-    try:
-        return context.instance
-    except dg.DagsterInvariantViolationError:  # a context built without an instance (tests)
-        return None
-
-
 def evaluate_feedback(
     context: dg.SensorEvaluationContext, feedback_store: FeedbackStoreResource, min_ratings: int
 ) -> dg.SensorResult | dg.SkipReason:
     """One `retrain` request when `min_ratings` new rating events arrived since the watermark."""
     cursor = _cursor_seq(context.cursor)
     try:
-        trained = trained_watermark(_instance_of(context))
+        trained = trained_watermark(instance_of(context))
         watermark = max(s for s in (cursor, trained, 0) if s is not None)
         with feedback_store.get_store() as store:
             new = store.count_after(watermark, type=RATING)

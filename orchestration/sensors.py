@@ -169,7 +169,8 @@ def _describe(sources: Sequence[WatchedSource], results: Sequence[ProbeResult]) 
     return "; ".join(parts)
 
 
-def _instance_of(context: dg.SensorEvaluationContext) -> dg.DagsterInstance | None:
+def instance_of(context: dg.SensorEvaluationContext) -> dg.DagsterInstance | None:
+    """The sensor's instance; None for a context built without one (tests)."""
     try:
         return context.instance
     except dg.DagsterInvariantViolationError:  # a context built without an instance (tests)
@@ -227,7 +228,7 @@ def evaluate_sources(
     if not any(r.changed for r in results):
         return dg.SensorResult(skip_reason=dg.SkipReason(f"unchanged: {summary}"), cursor=cursor)
     version = _dump_version(sources, results)
-    covered_by = covering_run(_instance_of(context), sources)
+    covered_by = covering_run(instance_of(context), sources)
     if covered_by is not None:
         context.log.info(f"{source_tag}: {version} is fetched by run {covered_by}: no new run")
         skip = dg.SkipReason(f"covered by run {covered_by}, which fetches it: {summary}")

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import duckdb
 import pandas as pd
 
+from recommender_lib.warehouse.storage import transaction
+
 SPLITS_TABLE = "rating_splits"
 
 P1 = "P1"
@@ -143,16 +145,11 @@ def build_splits(
     table is not sorted (sorting 2 x 25M rows by string keys tripled the build time on ml-25m
     sized input); `load_split` orders what it reads.
     """
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         conn.execute(
             f"CREATE OR REPLACE TABLE {SPLITS_TABLE} AS {_splits_sql(config, ratings_table)}"
         )
         counts = split_counts(conn)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return counts
 
 

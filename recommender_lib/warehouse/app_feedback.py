@@ -37,6 +37,7 @@ from recommender_lib.warehouse.catalog import CATALOG
 from recommender_lib.warehouse.gate import KEY_RULE, SCHEMA_RULE
 from recommender_lib.warehouse.quality import QualityResult
 from recommender_lib.warehouse.schemas import APP_FEEDBACK, APP_FEEDBACK_SCHEMA
+from recommender_lib.warehouse.storage import transaction
 
 __all__ = ["APP_FEEDBACK", "APP_FEEDBACK_KEY", "FEEDBACK_RULES", "KNOWN_TITLES_RULE",
            "TRAINING_RATINGS", "FeedbackCopy", "TrainingRatings", "build_training_ratings",
@@ -121,14 +122,9 @@ def _forget(conn: duckdb.DuckDBPyConnection, users: set[str]) -> tuple[int, int]
         found = conn.execute(
             f"SELECT count(DISTINCT app_user), count(*) FROM {APP_FEEDBACK} WHERE {gone}"
         ).fetchall()
-        conn.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(conn):
             for table in tables:
                 conn.execute(f'DELETE FROM "{table}" WHERE {gone}')
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
     finally:
         conn.unregister(_USERS_VIEW)
     return int(found[0][0]), int(found[0][1])
@@ -207,15 +203,10 @@ def _check(conn: duckdb.DuckDBPyConnection) -> dict[str, QualityResult]:
 def _append(conn: duckdb.DuckDBPyConnection) -> None:
     """Append the staged rows and drop the staging and a stale rejected table, atomically."""
     staging = warehouse.staging_table(APP_FEEDBACK)
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         conn.execute(f'INSERT INTO {APP_FEEDBACK} SELECT * FROM "{staging}" ORDER BY seq')
         conn.execute(f'DROP TABLE "{staging}"')
         conn.execute(f'DROP TABLE IF EXISTS "{warehouse.rejected_table(APP_FEEDBACK)}"')
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def copy_feedback(

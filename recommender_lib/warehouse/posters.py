@@ -23,6 +23,7 @@ import pandas as pd
 
 from recommender_lib.sources.tmdb import PosterLookup, PosterStatus, TmdbError
 from recommender_lib.warehouse.catalog import CATALOG
+from recommender_lib.warehouse.storage import transaction
 from recommender_lib.warehouse.tables import MOVIE_LINKS, table_exists
 
 log = logging.getLogger(__name__)
@@ -137,13 +138,8 @@ def store_lookups(
     ]  # fmt: skip
     if not rows:
         return
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         conn.executemany(_UPSERT, rows)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def poster_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:

@@ -22,7 +22,7 @@ from recommender_lib.sources.formats import (
     MOVIELENS_NO_GENRES,
     tconst_sql,
 )
-from recommender_lib.warehouse.storage import open_warehouse
+from recommender_lib.warehouse.storage import open_warehouse, transaction
 
 IMDB_TITLES = "imdb_titles"
 MOVIELENS_RATINGS = "movielens_ratings"
@@ -185,27 +185,22 @@ def replace_table(
     _ensure_history(conn)
     previous = row_count(conn, table) if table_exists(conn, table) else None
     staging = staging_table(table)
-    conn.execute("BEGIN TRANSACTION")
     try:
-        conn.execute(f'CREATE OR REPLACE TABLE "{staging}" AS {select_sql}')
-        rows = row_count(conn, staging)
-        rejected, examples = 0, []
-        for rejects, label in reject_tables:
-            n, ex = _rejects(conn, rejects)
-            rejected += n
-            examples += [f"{label}: {e}" for e in ex]
-        if rejected and rejected > max_reject_share * max(rows + rejected, 1):
-            raise WarehouseLoadError(
-                f"{table}: {rejected} malformed source rows against {rows} loaded rows "
-                f"(limit {max_reject_share:.2%}); first: {'; '.join(examples[:3])}"
-            )
-        conn.execute("COMMIT")
+        with transaction(conn):
+            conn.execute(f'CREATE OR REPLACE TABLE "{staging}" AS {select_sql}')
+            rows = row_count(conn, staging)
+            rejected, examples = 0, []
+            for rejects, label in reject_tables:
+                n, ex = _rejects(conn, rejects)
+                rejected += n
+                examples += [f"{label}: {e}" for e in ex]
+            if rejected and rejected > max_reject_share * max(rows + rejected, 1):
+                raise WarehouseLoadError(
+                    f"{table}: {rejected} malformed source rows against {rows} loaded rows "
+                    f"(limit {max_reject_share:.2%}); first: {'; '.join(examples[:3])}"
+                )
     except duckdb.Error as exc:
-        conn.execute("ROLLBACK")
         raise WarehouseLoadError(f"{table}: load failed, previous table kept: {exc}") from exc
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     finally:
         for rejects, _ in reject_tables:
             conn.execute(f"DROP TABLE IF EXISTS {rejects}")
@@ -228,8 +223,7 @@ def publish_staged(conn: duckdb.DuckDBPyConnection, staged: LoadResult) -> LoadR
     A stale `<table>__rejected` goes too: the table now holds a load that passed.
     """
     table = staged.table
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         conn.execute(f'DROP TABLE IF EXISTS "{table}"')
         conn.execute(f'ALTER TABLE "{staging_table(table)}" RENAME TO "{table}"')
         conn.execute(f'DROP TABLE IF EXISTS "{rejected_table(table)}"')
@@ -238,24 +232,15 @@ def publish_staged(conn: duckdb.DuckDBPyConnection, staged: LoadResult) -> LoadR
             [table, datetime.now(UTC).replace(tzinfo=None), staged.row_count,
              staged.rejected_rows, staged.source_version],
         )  # fmt: skip
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return replace(staged, columns=table_schema(conn, table))
 
 
 def reject_staged(conn: duckdb.DuckDBPyConnection, table: str) -> str:
     """Keep `<table>__staging` as `<table>__rejected` (replacing an older one); its name."""
     rejected = rejected_table(table)
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         conn.execute(f'DROP TABLE IF EXISTS "{rejected}"')
         conn.execute(f'ALTER TABLE "{staging_table(table)}" RENAME TO "{rejected}"')
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return rejected
 
 
