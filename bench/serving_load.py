@@ -27,10 +27,12 @@ client so it steals as little CPU from the server as possible) send requests bac
 * `GET /titles/search?q=` over random title prefixes and one-typo titles;
 * `POST /recommendations` with 3 random ratings (k=10).
 
-It prints a markdown table (throughput, ratio to the ceiling, p50/p99 latency, and the CPU used
+It prints a markdown table (throughput, ratio to the ceiling, p50/p99 latency, the CPU used
 during the window by the server, by the client and by every other process, as shares of one
-core) and the peak RSS (VmHWM) of both servers. Client and servers share the machine's cores, so
-on a small box the client's CPU is part of the picture; on a shared box, so is "other CPU".
+core, and the server's CPU time per request with its ratio to the ceiling's: on a shared box
+the servers get uneven CPU shares, which moves req/s but hardly CPU per request) and the peak
+RSS (VmHWM) of both servers. Client and servers share the machine's cores, so on a small box
+the client's CPU is part of the picture; on a shared box, so is "other CPU".
 `--rounds N` repeats the sequence and reports each endpoint's median round.
 """
 
@@ -393,6 +395,12 @@ class Result:
     def rps(self) -> float:
         return self.requests / self.seconds
 
+    @property
+    def cpu_us(self) -> float:
+        """Server CPU per request in microseconds: robust to a busy shared machine, where the
+        server may get less than a core (and so fewer requests per second)."""
+        return self.server_cpu * self.seconds / max(self.requests, 1) * 1e6
+
 
 def run_endpoint(
     name: str,
@@ -427,7 +435,8 @@ def run_endpoint(
     bad = {s: c for s, c in tally.statuses.items() if s != 200}
     print(
         f"{name}: {result.rps:.0f} req/s, p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, "
-        f"CPU server {server_cpu:.0%} client {client_cpu:.0%} other {result.other_cpu:.0%}"
+        f"CPU server {server_cpu:.0%} ({result.cpu_us:.0f} us/req) client {client_cpu:.0%} "
+        f"other {result.other_cpu:.0%}"
         + (f", non-200 {bad}" if bad else "")
         + (f", connection errors {tally.failures}" if tally.failures else ""),
         flush=True,
@@ -467,15 +476,17 @@ def markdown(results: dict[str, list[Result]]) -> str:
     many = any(len(rounds) > 1 for rounds in results.values())
     lines = [
         "| endpoint | requests | non-200 | req/s | vs ceiling | p50 ms | p99 ms "
-        "| server CPU | client CPU | other CPU |" + (" req/s per round |" if many else ""),
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|" + ("---|" if many else ""),
+        "| server CPU | client CPU | other CPU | server CPU µs/req | CPU vs ceiling |"
+        + (" req/s per round |" if many else ""),
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|" + ("---|" if many else ""),
     ]
     for rounds in results.values():
         r = median_round(rounds)
         line = (
             f"| {r.endpoint} | {r.requests} | {r.non_200 + r.failures} | {r.rps:,.0f} "
             f"| {r.rps / ceiling.rps:.0%} | {r.p50_ms:.1f} | {r.p99_ms:.1f} "
-            f"| {r.server_cpu:.0%} | {r.client_cpu:.0%} | {r.other_cpu:.0%} |"
+            f"| {r.server_cpu:.0%} | {r.client_cpu:.0%} | {r.other_cpu:.0%} "
+            f"| {r.cpu_us:,.0f} | {ceiling.cpu_us / r.cpu_us:.0%} |"
         )
         if many:
             line += " " + ", ".join(f"{x.rps:,.0f}" for x in rounds) + " |"

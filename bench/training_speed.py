@@ -1,44 +1,203 @@
-"""Training throughput of the two-tower model: wall time, examples/s and peak RSS.
+"""Training throughput of the two-tower model: wall time, examples/s, peak RSS and held-out quality.
 
-    .venv/bin/python bench/training_speed.py --movielens ../shared/data/movielens/ml-latest-small
+    .venv/bin/python bench/training_speed.py --movielens ../shared/data/movielens/ml-latest-small \
+        --params previous --params '{}'
     .venv/bin/python -m recommender_lib.sources.sample_data --profile full --out /tmp/full
     .venv/bin/python bench/training_speed.py --epochs 1 \
         --zip /tmp/full/movielens/ml-latest-small.zip
 
-Loads the release into an in-memory warehouse, builds the P1 split and the features exactly as
-the assets do, closes the warehouse, then times `train_model` alone (features and splits are
-timed separately). Prints each stage's time and the peak RSS reached by its end, examples/s,
-how the examples were fed (in memory or streamed) and the validation RMSE of the last epoch.
+Loads the release into a warehouse file (DuckDB, in a scratch folder) and builds the splits, then
+for each `--params` (TwoTowerParams overrides as JSON, or `previous`: the defaults before issue
+15) runs the two asset steps the way Dagster runs them, each in its own fresh process:
+`item_features` (fit on P1 train) and `two_tower_model` (`train_evaluated_model`: early stopping
+on validation, then the ranking rule chosen on validation). Each step's wall time and its own
+peak RSS are reported; examples/s = P1 train rows x epochs run / the training step's wall time
+(start-up, validation passes and the rule choice included), and over the epochs alone. Quality:
+the best validation RMSE, and P1 test RMSE / NDCG@10 of the trained model through the serving
+engine (`evaluate_all`, docs/architecture.md §6). Ratios are against the first `--params`.
 """
 
 import argparse
+import json
+import multiprocessing
+import os
 import resource
+import sys
 import tempfile
+import threading
 import time
 import zipfile
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
+LIBRARY_TREE = "CINE_BENCH_LIBRARY_TREE"  # a `--baseline-code` step process imports from here
+if os.environ.get(LIBRARY_TREE):  # bypass the editable install's finder for recommender_lib
+    sys.meta_path = [f for f in sys.meta_path if "__editable__" not in type(f).__module__]
+    sys.path.insert(0, os.environ[LIBRARY_TREE])
+
+from recommender_lib.evaluation.protocols import evaluate_all
 from recommender_lib.evaluation.report import load_protocol
 from recommender_lib.modeling import splits
 from recommender_lib.modeling.two_tower.params import TwoTowerParams
+from recommender_lib.modeling.two_tower.trained import TrainedTwoTower
 from recommender_lib.warehouse import tables as warehouse
 from recommender_lib.workflow import steps
 
-
-def _release_dir(args: argparse.Namespace, scratch: Path) -> Path:
-    if args.movielens:
-        return args.movielens
-    with zipfile.ZipFile(args.zip) as z:
-        z.extractall(scratch)
-    return next(p.parent for p in scratch.rglob("ratings.csv"))
+# The defaults before issue 15's training changes (wider towers, the whole batch as negatives).
+PREVIOUS_DEFAULTS = {
+    "tower_units": [256, 128], "head_units": [128, 64], "batch_size": 512, "softmax_group": 512,
+}  # fmt: skip
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak RSS: VmHWM (reset by exec, unlike ru_maxrss, which a spawned step
+    process inherits from the bench at fork time), else ru_maxrss."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _log(line: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {line}  (peak RSS {_peak_rss_mb():,.0f} MB)", flush=True)
+
+
+def _connect(path: Path) -> steps.Connect:
+    def connect() -> Any:
+        conn = warehouse.connect(path)
+        conn.execute("SET enable_progress_bar = false")  # a clean log
+        return conn
+
+    return connect
+
+
+def _exit_with_parent() -> None:
+    """Stop this step process when the bench that started it is gone (killed or interrupted)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _features_step(db: Path, params: dict[str, Any], folder: Path) -> tuple:
+    """The `item_features` step in this (fresh) process: (artefact, seconds, peak RSS MB)."""
+    _exit_with_parent()
+    t = time.perf_counter()
+    feature_params = TwoTowerParams.from_dict(params).feature_params()
+    artefact = steps.item_features(_connect(db), feature_params, folder)
+    return artefact, time.perf_counter() - t, _peak_rss_mb()
+
+
+def _train_step(
+    db: Path, params: dict[str, Any], features: steps.ItemFeaturesArtefact, folder: Path
+) -> tuple[float, float]:
+    """The `two_tower_model` step in this (fresh) process: (seconds, peak RSS MB)."""
+    _exit_with_parent()
+    t = time.perf_counter()
+    p = TwoTowerParams.from_dict(params)
+    steps.train_evaluated_model(_connect(db), p, features, folder, _log)
+    return time.perf_counter() - t, _peak_rss_mb()
+
+
+def _in_fresh_process(fn: Callable[..., Any], *args: Any, code: Path | None = None) -> Any:
+    """`fn(*args)` in a new spawned process (its own memory, as a Dagster step has); with
+    `code`, the process imports `recommender_lib` from that source tree."""
+    ctx = multiprocessing.get_context("spawn")
+    if code is not None:
+        os.environ[LIBRARY_TREE] = str(code.resolve())
+    try:
+        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            return pool.submit(fn, *args).result()
+    finally:
+        os.environ.pop(LIBRARY_TREE, None)
+
+
+def _prepare(args: argparse.Namespace, scratch: Path) -> tuple[Path, int]:
+    """The release loaded into a warehouse file with its splits: (file, ratings)."""
+    t = time.perf_counter()
+    release = args.movielens
+    if release is None:
+        with zipfile.ZipFile(args.zip) as z:
+            z.extractall(scratch / "release")
+        release = next(p.parent for p in (scratch / "release").rglob("ratings.csv"))
+    db = scratch / "warehouse.duckdb"
+    conn = warehouse.connect(db)
+    n = warehouse.load_movielens_release(conn, release)[0].row_count
+    _log(f"load done in {time.perf_counter() - t:.1f} s")
+    t = time.perf_counter()
+    splits.build_splits(conn)
+    conn.close()
+    _log(f"splits done in {time.perf_counter() - t:.1f} s")
+    return db, n
+
+
+def _result(
+    label: str, db: Path, params: dict[str, Any], scratch: Path, code: Path | None
+) -> dict[str, Any]:
+    """Both steps with `params` (the library at `code`, default this checkout), then the
+    trained model's held-out P1 metrics."""
+    features, features_s, features_rss = _in_fresh_process(
+        _features_step, db, params, scratch / "f", code=code
+    )
+    _log(f"{label}: features done in {features_s:.1f} s (step peak RSS {features_rss:,.0f} MB)")
+    train_s, train_rss = _in_fresh_process(
+        _train_step, db, params, features, scratch / "m", code=code
+    )
+    _log(f"{label}: train done in {train_s:.1f} s (step peak RSS {train_rss:,.0f} MB)")
+    model = TrainedTwoTower.load(scratch / "m")
+    with warehouse.connect(db, read_only=True) as conn:
+        data = load_protocol(conn, splits.P1)
+    test = evaluate_all([model], data.catalogue, history=data.history, test=data.heldout)
+    rows, epochs = len(data.train), int(model.info.get("epochs_run", 0))
+    loop_s = sum(model.history.get("seconds", []))
+    val_ndcg = model.history.get("val_ndcg10") or [float("nan")]
+    return {
+        "params": label,
+        "epochs": epochs,
+        "features_s": features_s,
+        "features_rss": features_rss,
+        "train_s": train_s,
+        "train_rss": train_rss,
+        "epoch_s": loop_s / max(epochs, 1),
+        "examples_per_s": rows * epochs / train_s,
+        "loop_examples_per_s": rows * epochs / max(loop_s, 1e-9),
+        "val_rmse": min(model.history.get("val_rmse") or [float("nan")]),
+        "val_ndcg10": val_ndcg[int(model.info.get("best_epoch", 1)) - 1],
+        "test_rmse": float(test["rmse"].iloc[0]),
+        "test_ndcg10": float(test["ndcg@10"].iloc[0]),
+        "examples": f"{model.info['examples']}, {model.info['chunks']} chunk(s)",
+        "rows": rows,
+    }
+
+
+def _print_table(results: list[dict[str, Any]]) -> None:
+    base = results[0]
+    head = (
+        "| params | epochs | features s (peak MB) | train s (peak MB) | s/epoch "
+        "| examples/s (step) | vs first | examples/s (epochs) | vs first | best val RMSE "
+        "| its val NDCG@10 | P1 test RMSE | P1 test NDCG@10 | examples |"
+    )
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for r in results:
+        print(
+            f"| `{r['params']}` | {r['epochs']} | {r['features_s']:.1f} ({r['features_rss']:,.0f}) "
+            f"| {r['train_s']:.1f} ({r['train_rss']:,.0f}) | {r['epoch_s']:.2f} "
+            f"| {r['examples_per_s']:,.0f} | {r['examples_per_s'] / base['examples_per_s']:.2f}x "
+            f"| {r['loop_examples_per_s']:,.0f} "
+            f"| {r['loop_examples_per_s'] / base['loop_examples_per_s']:.2f}x "
+            f"| {r['val_rmse']:.4f} | {r['val_ndcg10']:.4f} | {r['test_rmse']:.4f} "
+            f"| {r['test_ndcg10']:.4f} | {r['examples']} |"
+        )
 
 
 def main() -> None:
@@ -47,57 +206,35 @@ def main() -> None:
     source.add_argument("--movielens", type=Path, help="extracted MovieLens release folder")
     source.add_argument("--zip", type=Path, help="MovieLens-style zip (e.g. a generated one)")
     parser.add_argument("--epochs", type=int, help="fixed epoch count (default: early stopping)")
+    parser.add_argument(
+        "--params", action="append", metavar="JSON",
+        help="TwoTowerParams overrides as JSON, or 'previous' (the defaults before issue 15); "
+        "repeat to run each in turn (ratios against the first); default: the defaults",
+    )  # fmt: skip
+    parser.add_argument("--scratch", type=Path, help="scratch folder (default: system temp)")
+    parser.add_argument(
+        "--baseline-code", type=Path, metavar="TREE",
+        help="run the first --params with recommender_lib imported from this source tree (e.g. "
+        "a `git worktree` of an earlier commit), so before and after are measured in one run",
+    )  # fmt: skip
     args = parser.parse_args()
 
-    timings: dict[str, tuple[float, float]] = {}  # stage -> (seconds, peak RSS MB at its end)
-
-    def done(stage: str, start: float) -> None:
-        timings[stage] = (time.perf_counter() - start, _peak_rss_mb())
-        _log(f"{stage} done in {timings[stage][0]:.1f} s")
-
-    with tempfile.TemporaryDirectory() as scratch:
-        t = time.perf_counter()
-        release = _release_dir(args, Path(scratch))
-        conn = warehouse.connect(":memory:")
-        n = warehouse.load_movielens_release(conn, release)[0].row_count
-        done("load", t)
-
-    t = time.perf_counter()
-    splits.build_splits(conn)
-    data = load_protocol(conn, splits.P1)
-    done("splits", t)
-
-    params = TwoTowerParams()
-    if args.epochs:
-        params = TwoTowerParams(epochs=args.epochs, patience=args.epochs)
-    connect = steps.connection(conn)
-    with tempfile.TemporaryDirectory() as scratch:
-        t = time.perf_counter()
-        features = steps.item_features(connect, params.feature_params(), Path(scratch) / "f")
-        done("features", t)
-        # the asset's step: reads P1 from the warehouse, then trains without holding it
-        t = time.perf_counter()
-        model = steps.train_evaluated_model(connect, params, features, Path(scratch) / "m", _log)
-        done("train", t)
-    epochs = int(model.info.get("epochs_run", 0))
-    examples = len(data.train) * epochs
-    train_s = timings["train"][0]
-
-    print(f"ratings {n:,}; P1 train rows {len(data.train):,}; validation rows "
-          f"{len(data.validation):,}; epochs {epochs}; examples {model.info['examples']}, "
-          f"{model.info['chunks']} chunk(s)")  # fmt: skip
-    print(f"{'stage':>9}  {'seconds':>8}  {'peak RSS MB':>11}")
-    for stage, (seconds, rss) in timings.items():
-        print(f"{stage:>9}  {seconds:8.1f}  {rss:11,.0f}")
-    print(f"examples/s: {examples / train_s:,.0f}  (train rows x epochs / train time)")
-    val_s = sum(model.history.get("val_seconds", []))
-    print(f"  of which validation passes {val_s:.1f} s; without them "
-          f"{examples / max(train_s - val_s, 1e-9):,.0f} examples/s")  # fmt: skip
-    if model.history.get("val_rmse"):
-        print(f"validation RMSE (last epoch): {model.history['val_rmse'][-1]:.4f}; "
-              f"NDCG@10 {model.history['val_ndcg10'][-1]:.4f} on "
-              f"{model.info['ndcg_users']:,} users")  # fmt: skip
-    print(f"peak RSS: {_peak_rss_mb():,.0f} MB")
+    results = []
+    with tempfile.TemporaryDirectory(dir=args.scratch) as tmp:
+        db, n = _prepare(args, Path(tmp))
+        for n_run, label in enumerate(args.params or ["{}"]):
+            overrides = PREVIOUS_DEFAULTS if label == "previous" else json.loads(label)
+            if args.epochs:
+                overrides = {**overrides, "epochs": args.epochs, "patience": args.epochs}
+            params = {**TwoTowerParams().to_dict(), **overrides}
+            _log(f"training with {label}")
+            with tempfile.TemporaryDirectory(dir=tmp) as run:
+                code = args.baseline_code if n_run == 0 else None
+                results.append(_result(label, db, params, Path(run), code))
+                if code is not None:
+                    results[-1]["params"] += f" (code at {code})"
+    print(f"ratings {n:,}; P1 train rows {results[0]['rows']:,}")
+    _print_table(results)
 
 
 if __name__ == "__main__":

@@ -4,20 +4,26 @@ import dagster as dg
 
 from recommender_lib.modeling.splits import SplitConfig
 from recommender_lib.modeling.two_tower.params import TwoTowerParams
-from recommender_lib.warehouse.catalog import CatalogFilters
+from recommender_lib.warehouse.catalog import DEFAULT_SCOPE, CatalogFilters
 
 
 class CatalogConfig(dg.Config):
-    """Which IMDb titles without a MovieLens movie are recommendable (MovieLens ones always are)."""
+    """Which IMDb titles without a MovieLens movie are recommendable (MovieLens ones always are).
 
-    title_types: list[str] = list(CatalogFilters().title_types)
-    min_votes: int = CatalogFilters().min_votes
+    `scope` names a preset (`default`: popular titles; `whole_imdb`: every rated IMDb title,
+    `CatalogFilters.whole_imdb`); `title_types` / `min_votes` left unset take the preset's.
+    """
+
+    scope: str = DEFAULT_SCOPE
+    title_types: list[str] | None = None
+    min_votes: int | None = None
     include_adult: bool = False
 
     def to_lib(self) -> CatalogFilters:
+        preset = CatalogFilters.named(self.scope)
         return CatalogFilters(
-            title_types=tuple(self.title_types),
-            min_votes=self.min_votes,
+            title_types=preset.title_types if self.title_types is None else tuple(self.title_types),
+            min_votes=preset.min_votes if self.min_votes is None else self.min_votes,
             include_adult=self.include_adult,
         )
 
@@ -70,8 +76,10 @@ class TwoTowerConfig(dg.Config):
     tower_units: list[int] = list(_DEFAULTS.tower_units)
     head_units: list[int] = list(_DEFAULTS.head_units)
     dropout: float = _DEFAULTS.dropout
+    activation: str = _DEFAULTS.activation
     retrieval_weight: float = _DEFAULTS.retrieval_weight
     temperature: float = _DEFAULTS.temperature
+    softmax_group: int = _DEFAULTS.softmax_group  # rows per in-batch softmax (its negatives)
     learning_rate: float = _DEFAULTS.learning_rate
     batch_size: int = _DEFAULTS.batch_size
     epochs: int = _DEFAULTS.epochs
@@ -79,6 +87,7 @@ class TwoTowerConfig(dg.Config):
     seed: int = _DEFAULTS.seed
     in_memory_rows: int = _DEFAULTS.in_memory_rows  # above: examples streamed in user chunks
     chunk_rows: int = _DEFAULTS.chunk_rows
+    shard_dir: str = _DEFAULTS.shard_dir  # streamed chunks' scratch folder ("": system temp)
 
     def to_lib(self) -> TwoTowerParams:
         return TwoTowerParams.from_dict(self.model_dump())

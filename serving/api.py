@@ -5,7 +5,10 @@ Every endpoint that returns titles localizes them (`localized_title`) for `lang`
 else for the Accept-Language header (`recommender_lib.index.localized_titles`); such answers
 carry `Vary: Accept-Language`.
 
-Handlers are plain `def` (FastAPI runs them in its thread pool): the work is CPU-bound. Each
+Handlers are plain `def` (FastAPI runs them in its thread pool): the work is CPU-bound. The
+exception is `/titles/{ref}/similar`, `async def`: on a small exact index (`ServingView.
+renders_inline`) its ~0.1 ms of numpy runs on the event loop, as the thread-pool hop would
+cost more than the work; otherwise (and for the 404 suggestions) it awaits the thread pool. Each
 reads the served model ONCE (`served(request)`, a plain call: a FastAPI dependency would cost
 more than the whole similar-titles search) and uses that object for the whole request.
 """
@@ -18,6 +21,7 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from recommender_lib.engine.recommender import (
     RatingInput,
@@ -300,14 +304,21 @@ def title_placeholder(ref: TitleRefPath, request: Request) -> Response:
     tags=["titles"],
     openapi_extra=openapi_parameters(s.SimilarQuery),
 )
-def similar_titles(ref: TitleRefPath, request: Request) -> Response:
+async def similar_titles(ref: TitleRefPath, request: Request) -> Response:
     """Content neighbours (cosine over genres and scaled numerics), never the title itself."""
     view = served(request).view
     params = parse_query(request, s.SimilarQuery)
-    row = _row(view, ref)
+    try:
+        row = view.recommender.row(ref)
+    except UnknownTitleError:  # the suggestions are a fuzzy search: off the event loop
+        raise TitleNotFound(ref, await run_in_threadpool(view.suggestions, ref)) from None
     locale = request_locale(request, params.lang, params.region)
     filters = query_filters(view, params)
-    body = view.similar_body(row, params.k, filters, params.offset, locale)
+    args = (row, params.k, filters, params.offset, locale)
+    if view.renders_inline(locale):
+        body = view.similar_body(*args)
+    else:
+        body = await run_in_threadpool(view.similar_body, *args)
     return Response(body, media_type="application/json", headers=VARY)
 
 

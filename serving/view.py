@@ -15,14 +15,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from recommender_lib.engine.recommender import Recommender
 from recommender_lib.index.content_index import SimilarityFilters
-from recommender_lib.index.localized_titles import Locale
+from recommender_lib.index.localized_titles import LOCALE_CACHE_SIZE, Locale
 
 SUGGESTIONS = 5
+# Similar-titles bodies render on the event loop (no thread-pool hop) when the content index is
+# exact and at most this big: one query is then ~0.1 ms of numpy.
+INLINE_MAX_TITLES = 50_000
 LocalizedNames = Mapping[int, str]  # catalogue row -> localized title, for one locale
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
@@ -82,12 +84,17 @@ class ServingView:
     similar_body: Callable[[int, int, SimilarityFilters | None, int, Locale | None], bytes] = field(
         init=False, repr=False
     )
+    _small_index: bool = field(init=False, repr=False)
+    _ready_locales: set[Locale] = field(init=False, repr=False, default_factory=set)
 
     def __post_init__(self) -> None:
         render = self._similar_body
         if self.similar_cache_size > 0:
             render = functools.lru_cache(maxsize=self.similar_cache_size)(render)
         object.__setattr__(self, "similar_body", render)
+        content = self.recommender.content
+        small = content.approximate is None and len(content) <= INLINE_MAX_TITLES
+        object.__setattr__(self, "_small_index", small)
 
     @classmethod
     def build(cls, recommender: Recommender, similar_cache_size: int = 2048) -> ServingView:
@@ -110,7 +117,19 @@ class ServingView:
 
     def localized(self, locale: Locale | None) -> LocalizedNames | None:
         """Row -> localized title for `locale` (None without a locale: no `localized_title`)."""
-        return None if locale is None else self.recommender.localized.titles_for(locale)
+        if locale is None:
+            return None
+        names = self.recommender.localized.titles_for(locale)
+        if len(self._ready_locales) >= LOCALE_CACHE_SIZE:
+            self._ready_locales.clear()  # bounded like the per-locale cache it mirrors
+        self._ready_locales.add(locale)
+        return names
+
+    def renders_inline(self, locale: Locale | None) -> bool:
+        """Whether `similar_body` is cheap enough for the event loop: a small exact index
+        (`INLINE_MAX_TITLES`) and `locale`'s titles already resolved (the first resolution of
+        a locale reads every aka)."""
+        return self._small_index and (locale is None or locale in self._ready_locales)
 
     def title(self, row: int, names: LocalizedNames | None = None) -> dict[str, Any]:
         """A row's metadata, with `localized_title` when `names` is given."""
@@ -130,15 +149,11 @@ class ServingView:
     ) -> list[tuple[int, float]]:
         """(row, cosine) content neighbours of a catalogue row, best first, never itself.
 
-        `Recommender.similar` without its per-hit id lookups: the content index is in
-        catalogue order (checked by `Recommender.load`), so one `searchsorted` maps them all.
+        `Recommender.similar` without its id lookups: the content index is in catalogue order
+        (checked by `Recommender.load`), so its rows are catalogue rows.
         """
-        ids = self.recommender.embeddings.item_ids
-        hits = self.recommender.content.similar(int(ids[row]), k, filters)
-        if not hits:
-            return []
-        rows = np.searchsorted(ids, np.fromiter((i for i, _ in hits), np.int64, len(hits)))
-        return list(zip(rows.tolist(), (score for _, score in hits), strict=True))
+        rows, scores = self.recommender.content.similar_rows(row, k, filters)
+        return list(zip(rows.tolist(), scores.tolist(), strict=True))
 
     def _similar_body(
         self,

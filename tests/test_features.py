@@ -12,14 +12,14 @@ import pandas as pd
 import pytest
 
 from recommender_lib.modeling.features import users as feature_users
-from recommender_lib.modeling.features.fit import fit_feature_transform
+from recommender_lib.modeling.features.fit import fit_feature_transform, fit_features
 from recommender_lib.modeling.features.items import (
     ItemFeatures,
     build_item_features,
     training_item_rows,
     unknown_item_row,
 )
-from recommender_lib.modeling.features.transform import FeatureTransform
+from recommender_lib.modeling.features.transform import FeatureTransform, fit_scaler
 from recommender_lib.modeling.features.users import (
     empty_user_features,
     training_user_features,
@@ -28,6 +28,7 @@ from recommender_lib.modeling.features.users import (
     user_row_chunks,
 )
 from recommender_lib.modeling.splits import P1, load_split
+from recommender_lib.modeling.two_tower.params import TwoTowerParams
 from recommender_lib.sources.formats import IMDB_BASICS_COLUMNS, IMDB_RATINGS_COLUMNS
 from recommender_lib.warehouse import tables as warehouse
 from recommender_lib.warehouse.catalog import (
@@ -286,3 +287,23 @@ def test_unknown_genres_missing_imdb_and_imdb_only_titles(tmp_path: Path) -> Non
     assert np.isfinite(items.matrix).all()
     unknown = unknown_item_row(t)
     assert unknown[col("ml_unrated")] == 1 and unknown[col("genre_none")] == 1
+
+
+def test_user_scalers_come_from_the_full_history_features(fitted) -> None:
+    """The scaled user columns are fitted from per-user aggregates; they equal the columns of
+    the full-history feature rows (`_finalize`), so no full feature pass is needed to fit."""
+    train, transform, items = fitted
+    _, raw = feature_users._user_raw_full(train, items, transform)
+    for name in feature_users.USER_SCALED:
+        column = raw[:, transform.user_columns.index(name)]
+        assert transform.scalers[name] == pytest.approx(fit_scaler(column), rel=1e-12)
+
+
+def test_fit_features_builds_the_item_table_once(sample_conn, fitted) -> None:
+    """`fit_features` returns the item features `build_item_features` gives for its transform."""
+    train, _, _ = fitted
+    conn = sample_conn.cursor()
+    transform, items = fit_features(conn, train, TwoTowerParams(latent_dim=4))
+    rebuilt = build_item_features(conn, train, transform)
+    for name in ItemFeatures.ARRAYS:
+        np.testing.assert_array_equal(getattr(items, name), getattr(rebuilt, name))

@@ -20,6 +20,7 @@ from recommender_lib.modeling.two_tower.ranking_rule import UnknownRankingRuleEr
 from recommender_lib.modeling.two_tower.trained import META_FILE
 from recommender_lib.registry.promotion import regression_failures, smoke_failures
 from tests.support.tiny_bundle import build_tiny_bundle, tiny_warehouse
+from tests.test_ranking_approximate import check_bundle_with_graph
 
 pytestmark = pytest.mark.slow
 
@@ -241,3 +242,9 @@ def test_a_bundle_with_an_unknown_ranking_rule_is_refused(bundle: Path, tmp_path
     rehashed = write_bundle(tmp_path / "bundle", entries, manifest)  # hashes valid, rule unknown
     with pytest.raises(UnknownRankingRuleError, match="by_mood"):
         Recommender.load(rehashed)
+
+
+def test_a_bundle_with_the_personal_graph_serves_through_it(
+    bundle: Path, rec: Recommender, tmp_path: Path
+) -> None:
+    check_bundle_with_graph(bundle, rec, tmp_path)  # tests/test_ranking_approximate.py

@@ -62,6 +62,7 @@ def two_tower_model(
             "epochs": int(model.info["epochs_run"]),
             "train_rows": int(model.info["train_rows"]),
             "train_seconds": float(model.info.get("train_seconds", 0.0)),
+            "devices": ", ".join(model.info.get("devices", [])),
             "mlflow_run_id": mlflow_run_id,
             "best_epoch": int(model.info["best_epoch"]),
             "ranking_rule": model.ranking_rule,

@@ -21,7 +21,7 @@ from orchestration.resources import (
     WarehouseResource,
 )
 from orchestration.tracking import tracked_step
-from recommender_lib.bundle.format import git_commit
+from recommender_lib.bundle.format import git_commit, read_manifest
 from recommender_lib.engine.recommender import Recommender
 from recommender_lib.evaluation.report import EvaluationReport
 from recommender_lib.registry.promotion import regression_failures, smoke_failures
@@ -89,6 +89,7 @@ def model_version(
             "mlflow_run_id": registered.run_id,
             "bundle_path": dg.MetadataValue.path(str(bundle)),
             "catalogue_titles": item_embeddings.rows,
+            "personal_index": dg.MetadataValue.json(read_manifest(bundle)["personal_index"]),
             "ranking_rule": production_model.ranking_rule,
         }
     )

@@ -13,6 +13,9 @@ Layout (every array in catalogue order: ascending item id, as in the `catalog` t
                                   title, region, language, preference, ordering
     users/user_features.npz       known users' feature vectors (all their ratings in the release)
     users/user_history.npz        each known user's ratings: titles, stars, times (CSR arrays)
+    personal/                     above `APPROXIMATE_THRESHOLD` titles (or when asked): the HNSW
+                                  graph of personalised retrieval (`index.personal`), its
+                                  recall@10 also in the manifest's `personal_index` entry
 
 The manifest's `model` entry says what the served model was trained on (a full refit on every
 rating of the release, or an evaluation split) and which ranking rule it serves with.
@@ -34,8 +37,15 @@ import pandas as pd
 
 from recommender_lib.atomic import atomic_path
 from recommender_lib.bundle.format import write_bundle
+from recommender_lib.index.backends import APPROXIMATE_THRESHOLD, HNSWParams
 from recommender_lib.index.localized_titles import aka_preference
-from recommender_lib.modeling.features.users import USER_FEATURES_FILE
+from recommender_lib.index.personal import (
+    PersonalIndex,
+    check_personal_recall,
+    item_log_popularity,
+    recall_sample,
+)
+from recommender_lib.modeling.features.users import USER_FEATURES_FILE, load_user_features
 from recommender_lib.modeling.two_tower.trained import TrainedTwoTower
 
 MODEL_DIR = "model"
@@ -45,6 +55,7 @@ CATALOG_FILE = "catalog.parquet"
 AKAS_FILE = "akas.parquet"
 USER_FEATURES_PATH = f"users/{USER_FEATURES_FILE}"
 USER_HISTORY_FILE = "users/user_history.npz"
+PERSONAL_DIR = "personal"
 CATALOG_COLUMNS = (
     "item_id", "tconst", "movie_id", "title", "title_type", "year", "genres", "runtime",
     "imdb_rating", "imdb_votes", "ml_ratings", "popularity", "poster_url",
@@ -148,6 +159,30 @@ def user_history_arrays(history: pd.DataFrame) -> dict[str, np.ndarray]:
     }
 
 
+def personal_index(
+    model: TrainedTwoTower,
+    embeddings: ItemEmbeddings,
+    user_features_path: Path,
+    history: pd.DataFrame,
+    hnsw: HNSWParams | None = None,
+) -> PersonalIndex:
+    """The personalised-retrieval HNSW graph over the bundle's item embeddings, its recall@10
+    checked (`RecallTooLow` below 0.98) on a seeded sample of the release's users: their
+    user-tower vectors with the rule's popularity weight for their number of ratings."""
+    log_pop = item_log_popularity(model.items, embeddings.item_ids)
+    index = PersonalIndex.build(embeddings.vectors, embeddings.biases, log_pop, hnsw)
+    user_ids, matrix = load_user_features(Path(user_features_path))
+    if len(user_ids) == 0:
+        raise ValueError("no users to check the personal index's recall on")
+    pick = recall_sample(len(user_ids))
+    counts = history["user_id"].value_counts()
+    n = counts.reindex(user_ids[pick], fill_value=0).to_numpy(np.float64)
+    u = np.asarray(model.user_embeddings(matrix[pick]), dtype=np.float32)
+    queries = index.augmentation.queries(u, model.temperature, model.ranking.popularity_weight(n))
+    check_personal_recall(index, embeddings.vectors, embeddings.biases, log_pop, queries)
+    return index
+
+
 def assemble_bundle(
     destination: Path,
     *,
@@ -159,9 +194,14 @@ def assemble_bundle(
     user_history: pd.DataFrame,
     manifest: Mapping[str, Any],
     akas: pd.DataFrame | None = None,
+    approximate: bool | None = None,
+    hnsw: HNSWParams | None = None,
 ) -> Path:
     """Write one self-contained, hashed serving bundle to `destination` (atomically);
-    `akas` (`akas_frame`) may be None: a catalogue without localized titles."""
+    `akas` (`akas_frame`) may be None: a catalogue without localized titles. `approximate`:
+    None = the personal HNSW graph (`personal_index`, `hnsw` parameters) above
+    `APPROXIMATE_THRESHOLD` titles, True / False = always / never; its recall check raises
+    `RecallTooLow` (a `ValueError`) below 0.98."""
     Path(destination).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".bundle-parts-", dir=Path(destination).parent) as d:
         parts = Path(d)
@@ -179,4 +219,12 @@ def assemble_bundle(
             USER_FEATURES_PATH: Path(user_features_path),
             USER_HISTORY_FILE: parts / "user_history.npz",
         }
-        return write_bundle(Path(destination), files, manifest)
+        personal: dict[str, Any] = {"approximate": False}
+        if len(catalog) > APPROXIMATE_THRESHOLD if approximate is None else approximate:
+            model = TrainedTwoTower.load(Path(model_dir))
+            embeddings = ItemEmbeddings.load(Path(embeddings_path))
+            index = personal_index(model, embeddings, user_features_path, user_history, hnsw)
+            index.save(parts / PERSONAL_DIR)
+            files[PERSONAL_DIR] = parts / PERSONAL_DIR
+            personal = index.describe()
+        return write_bundle(Path(destination), files, {**manifest, "personal_index": personal})

@@ -16,9 +16,15 @@ list and a long history is ranked by taste. The rule's `kind` then orders the ca
 * ``stars_in_window`` — the top `window` by retrieval, re-ordered by predicted stars;
 * ``blend`` — the top `window` by retrieval, ordered by retrieval + `star_weight` · stars.
 
-Ties go to the lower catalogue row. The rule (`recommender_lib.modeling.two_tower.ranking_rule`)
-and its constants are chosen on validation (`recommender_lib.evaluation.rule_choice.choose_rule`),
-saved with the model and the bundle, and refused at load when unknown. Predicted stars (the
+Ties go to the lower catalogue row. With an `approximate` index (`recommender_lib.index.personal`,
+built with the bundle above `APPROXIMATE_THRESHOLD` titles) each user's retrieval window comes
+from the HNSW graph's candidates, over-fetched for exclusions and filters, re-scored exactly with
+`retrieval` on those rows only; a user whose window needs more than `MAX_FETCH` candidates is
+ranked exactly. Without one (smaller catalogues) every row is scored.
+
+The rule (`recommender_lib.modeling.two_tower.ranking_rule`) and its constants are chosen on
+validation (`recommender_lib.evaluation.rule_choice.choose_rule`), saved with the model and the
+bundle, and refused at load when unknown. Predicted stars (the
 fusion head) come with every ranked row whatever the rule.
 """
 
@@ -31,6 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from recommender_lib.index.content_index import top_k
+from recommender_lib.index.personal import PersonalIndex, item_log_popularity
 from recommender_lib.index.top_k import PAD, top_k_indices
 from recommender_lib.modeling.baselines import MAX_STARS, MIN_STARS
 from recommender_lib.modeling.features.transform import baseline_prediction
@@ -62,6 +69,13 @@ class RankingEngine:
     item_bias: np.ndarray  # float64 (n_items,): damped item bias (the head's baseline)
     model: TrainedTwoTower
     rule: RankingRule
+    approximate: PersonalIndex | None = None  # None: exact retrieval over every row
+
+    def __post_init__(self) -> None:
+        if self.approximate is not None and len(self.approximate) != len(self.item_ids):
+            raise ValueError(
+                f"the personal index holds {len(self.approximate)} rows, not {len(self.item_ids)}"
+            )
 
     @classmethod
     def from_model(
@@ -72,21 +86,22 @@ class RankingEngine:
         vectors: np.ndarray | None = None,
         biases: np.ndarray | None = None,
         rule: RankingRule | None = None,
+        approximate: PersonalIndex | None = None,
     ) -> RankingEngine:
-        """The engine over `item_ids`; embeddings are computed unless given (a bundle has them)."""
+        """The engine over `item_ids`; embeddings are computed unless given (a bundle has them,
+        and the personal HNSW index `approximate` above the threshold)."""
         ids = np.asarray(item_ids, dtype=np.int64)
         if vectors is None or biases is None:
             vectors, biases = model.item_vectors(ids)
-        idx = model.items.index_of(ids)
-        counts = np.where(idx >= 0, model.items.count[np.maximum(idx, 0)], 0)
         return cls(
             item_ids=ids,
             vectors=np.asarray(vectors, dtype=np.float32),
             biases=np.asarray(biases, dtype=np.float32),
-            log_popularity=np.log1p(counts).astype(np.float32),
+            log_popularity=item_log_popularity(model.items, ids),
             item_bias=model.items.biases(ids),
             model=model,
             rule=rule or model.ranking,
+            approximate=approximate,
         )
 
     def __len__(self) -> int:
@@ -139,6 +154,8 @@ class RankingEngine:
         user_x = np.asarray(user_x, dtype=np.float32)
         n_ratings = np.asarray(n_ratings, dtype=np.float64)
         u = self.user_vectors(user_x) if u is None else u
+        if self.approximate is not None:
+            return self._rank_approximate(user_x, u, n_ratings, k, excluded, allowed, rule)
         block = max(1, SCORE_BLOCK_CELLS // max(len(self), 1))
         parts = []
         for start in range(0, len(user_x), block):
@@ -164,7 +181,18 @@ class RankingEngine:
         scores = self.retrieval(u, n_ratings, rule)
         width = k if rule.kind == "retrieval" else max(rule.window, k)
         top = _top_rows(scores, width, ban)
-        top_scores = _take(scores, top)
+        return self._order(user_x, u, top, _take(scores, top), k, rule)
+
+    def _order(
+        self,
+        user_x: np.ndarray,
+        u: np.ndarray,
+        top: np.ndarray,
+        top_scores: np.ndarray,
+        k: int,
+        rule: RankingRule,
+    ) -> Ranked:
+        """The rule's top-k of each user's retrieval window `top` (best first, PAD-padded)."""
         if rule.kind == "retrieval":
             return Ranked(top, top_scores, self.stars(user_x, u, top))
         stars = self.stars(user_x, u, top)
@@ -173,6 +201,61 @@ class RankingEngine:
         pick = np.where(order == PAD, 0, order)
         rows = np.where(order == PAD, PAD, np.take_along_axis(top, pick, axis=1))
         return Ranked(rows, _take(key, order), _take(stars, order))
+
+    def _rank_approximate(
+        self,
+        user_x: np.ndarray,
+        u: np.ndarray,
+        n_ratings: np.ndarray,
+        k: int,
+        excluded: Sequence[np.ndarray] | np.ndarray | None,
+        allowed: np.ndarray | None,
+        rule: RankingRule,
+    ) -> Ranked:
+        """`rank` through the personal HNSW index: per user, the graph's candidates re-scored
+        exactly; users it cannot serve within `MAX_FETCH` candidates get the exact window."""
+        assert self.approximate is not None
+        width = min(k if rule.kind == "retrieval" else max(rule.window, k), len(self))
+        w = rule.popularity_weight(n_ratings).astype(np.float32)
+        queries = self.approximate.augmentation.queries(u, self.model.temperature, w)
+        keep = None if allowed is None else np.asarray(allowed, dtype=bool)
+        kept = None if keep is None else int(keep.sum())
+        banned_rows = _per_user_rows(excluded, len(u))
+        top = np.full((len(u), width), PAD, dtype=np.int64)
+        top_scores = np.full((len(u), width), np.nan)
+        for r, banned in enumerate(banned_rows):
+            rows = self.approximate.candidates(queries[r], width, keep, banned, kept)
+            if rows is None:  # too many rows filtered out: score every row
+                ban = _block_mask([banned], slice(0, 1), (1, len(self)), keep)
+                scores = self.retrieval(u[r : r + 1], n_ratings[r : r + 1], rule)
+                best = _top_rows(scores, width, ban)[0]
+                top[r], top_scores[r] = best, _take(scores, best[None, :])[0]
+                continue
+            scores = self._retrieval_rows(u[r], w[r], rows)
+            best = np.lexsort((rows, -scores))[:width]
+            top[r], top_scores[r] = rows[best], scores[best]
+        return self._order(user_x, u, top, top_scores, k, rule)
+
+    def _retrieval_rows(self, u: np.ndarray, w: np.float32, rows: np.ndarray) -> np.ndarray:
+        """`retrieval` of one user over catalogue `rows` only (float32, same operations)."""
+        scores = self.vectors[rows] @ u / np.float32(self.model.temperature)
+        scores += self.biases[rows]
+        scores += w * self.log_popularity[rows]
+        return scores
+
+
+def _per_user_rows(
+    excluded: Sequence[np.ndarray] | np.ndarray | None, n_users: int
+) -> list[np.ndarray]:
+    """Each user's excluded catalogue rows (int64) from `rank`'s `excluded` argument."""
+    if excluded is None:
+        return [np.zeros(0, dtype=np.int64)] * n_users
+    if isinstance(excluded, np.ndarray) and excluded.ndim == 2:
+        return [np.flatnonzero(row) for row in excluded]
+    rows = [np.asarray(banned, dtype=np.int64).ravel() for banned in excluded]
+    if len(rows) != n_users:
+        raise ValueError(f"excluded has {len(rows)} users, user_x {n_users}")
+    return rows
 
 
 def _top_rows(scores: np.ndarray, width: int, ban: np.ndarray | None) -> np.ndarray:

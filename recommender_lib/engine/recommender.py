@@ -28,6 +28,7 @@ from recommender_lib.bundle.layout import (
     CONTENT_DIR,
     EMBEDDINGS_FILE,
     MODEL_DIR,
+    PERSONAL_DIR,
     USER_FEATURES_PATH,
     USER_HISTORY_FILE,
     ItemEmbeddings,
@@ -35,6 +36,7 @@ from recommender_lib.bundle.layout import (
 from recommender_lib.engine.ranking import RankingEngine
 from recommender_lib.index.content_index import ContentIndex, SimilarityFilters
 from recommender_lib.index.localized_titles import LocalizedTitles
+from recommender_lib.index.personal import PersonalIndex
 from recommender_lib.index.title_search import SearchHit, TitleSearchIndex
 from recommender_lib.index.top_k import PAD
 from recommender_lib.modeling.features.users import load_user_features, user_features_from_ratings
@@ -94,6 +96,7 @@ class Recommender:
     history_items: np.ndarray
     history_ratings: np.ndarray
     history_ts: np.ndarray
+    personal: PersonalIndex | None = None  # the HNSW graph of large catalogues (exact: None)
     engine: RankingEngine = field(init=False, repr=False)
     _tconst_rows: dict[str, int] = field(default_factory=dict, repr=False)
     _popular: np.ndarray = field(default_factory=lambda: np.zeros(0, np.intp), repr=False)
@@ -122,6 +125,10 @@ class Recommender:
             if akas.is_file()
             else LocalizedTitles.empty(ids)
         )
+        personal = None
+        if (root / PERSONAL_DIR).is_dir():  # built above the threshold (or when asked)
+            dim = embeddings.vectors.shape[1]
+            personal = PersonalIndex.load(root / PERSONAL_DIR, len(ids), dim)
         if "poster_url" not in catalog:
             catalog["poster_url"] = None
         search = TitleSearchIndex.build(
@@ -145,6 +152,7 @@ class Recommender:
             history_items=items,
             history_ratings=stars,
             history_ts=times,
+            personal=personal,
         )
 
     def __post_init__(self) -> None:
@@ -153,6 +161,7 @@ class Recommender:
             self.embeddings.item_ids,
             vectors=self.embeddings.vectors,
             biases=self.embeddings.biases,
+            approximate=self.personal,
         )
         tconst = self.catalog["tconst"].tolist()
         self._tconst_rows = {t: i for i, t in enumerate(tconst) if isinstance(t, str)}

@@ -31,20 +31,33 @@ COLD_REVEALS = (1, 3, 5, 10)  # simulated short histories scored by the cold-sta
 
 @dataclass(frozen=True)
 class RankingProbe:
-    """Validation users as the engine sees them: feature rows, counts, seen and relevant rows."""
+    """Validation users as the engine sees them: feature rows, counts, seen and relevant rows.
+
+    `u`: their user-tower embeddings under one engine's model (`embedded`), so scoring many
+    rules runs the tower once; None computes them at every ranking.
+    """
 
     user_x: np.ndarray
     n_ratings: np.ndarray
     seen: list[np.ndarray]  # catalogue rows never recommended (everything the user rated)
     relevant: list[np.ndarray]  # catalogue rows of the held-out ratings
+    u: np.ndarray | None = None
+
+    def embedded(self, engine: RankingEngine) -> RankingProbe:
+        """This probe with its users' embeddings under `engine`'s model."""
+        return replace(self, u=engine.user_vectors(self.user_x))
 
     def ndcg_values(self, engine: RankingEngine, rule: RankingRule, k: int = 10) -> np.ndarray:
         """NDCG@k of each user with relevant rows, through `engine.rank`."""
-        ranked = engine.rank(self.user_x, self.n_ratings, k, excluded=self.seen, rule=rule)
-        hits = np.zeros(ranked.rows.shape, dtype=bool)
-        for r, rel in enumerate(self.relevant):
-            hits[r] = np.isin(ranked.rows[r], rel) & (ranked.rows[r] != PAD)
+        ranked = engine.rank(
+            self.user_x, self.n_ratings, k, excluded=self.seen, rule=rule, u=self.u
+        )
         n_rel = np.array([len(r) for r in self.relevant])
+        owner = np.repeat(np.arange(len(self.relevant)), n_rel)
+        width = max(len(engine), 1)
+        relevant_keys = owner * width + np.concatenate([*self.relevant, np.zeros(0, np.int64)])
+        keys = np.arange(len(ranked.rows))[:, None] * width + ranked.rows
+        hits = np.isin(keys, relevant_keys) & (ranked.rows != PAD)
         values = hit_metrics(hits, n_rel, k)[f"ndcg@{k}"]
         return values[np.isfinite(values)]
 
@@ -127,6 +140,7 @@ def choose_rule(
        probe in `cold`, so the boost never costs long histories more than it gives short ones.
     """
     tried: dict[str, float] = {}
+    warm, cold = warm.embedded(engine), [probe.embedded(engine) for probe in cold]
 
     def score(rule: RankingRule, probes: Sequence[RankingProbe]) -> float:
         mean = float(np.mean([p.ndcg(engine, rule) for p in probes]))

@@ -14,6 +14,9 @@ product = cosine): float32 (q, k) scores best first and int64 (q, k) row positio
 `ContentIndex` uses HNSW above `APPROXIMATE_THRESHOLD` titles; `check_recall` measures its
 recall@10 against exact on a seeded sample of catalogue titles and raises `RecallTooLow` below
 `MIN_RECALL_AT_10`.
+`recommender_lib.index.personal` builds the same graph over augmented item vectors for
+personalised retrieval (its own recall check, same gate); both over-fetch and filter through
+`filtered_candidates`.
 """
 
 from __future__ import annotations
@@ -227,28 +230,32 @@ class HNSWBackend:
         return {"kind": self.kind, **self.params.to_dict(), "recall_at_10": self.recall_at_10}
 
 
-def filtered_search(
+def filtered_candidates(
     graph: HNSWBackend,
-    vectors: np.ndarray,
     q: np.ndarray,
     k: int,
     keep: np.ndarray | None,
     excluded: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """HNSW top-k of unit vector `q` among rows passing `keep` (None: all) and not `excluded`:
-    over-fetch, filter exactly, re-score the survivors with `vectors` and order them by
-    (-score, row) like the exact search. None when fewer than k candidates survive
-    `MAX_FETCH` (or fewer than k rows are eligible at all): the caller then searches exactly.
-    """
-    n = vectors.shape[0]
+    *,
+    kept: int | None = None,
+    min_fetch: int = 0,
+) -> np.ndarray | None:
+    """HNSW candidate rows (graph order) for query `q` among rows passing `keep` (None: all)
+    and not `excluded`: fetch k + excluded (times `OVERFETCH` / the share `keep` passes, at
+    least `min_fetch`), filter exactly, widen x4 until k survive. None when that needs more
+    than `MAX_FETCH` candidates or fewer than k rows are eligible: search exactly instead.
+    `kept`: `keep.sum()` when the caller already has it."""
+    n = len(graph)
     excluded = np.unique(excluded)
     if keep is None:  # only the excluded rows can fall out: no over-fetch
         eligible, fetch = n - excluded.size, k + excluded.size
     else:
-        eligible = int(keep.sum() - keep[excluded].sum())
+        kept = int(keep.sum()) if kept is None else kept
+        eligible = kept - int(keep[excluded].sum())
         fetch = math.ceil((k + excluded.size) * OVERFETCH * n / max(eligible, 1))
     if eligible < k:
         return None
+    fetch = max(fetch, min_fetch)
     while fetch <= MAX_FETCH:
         rows = graph.search(q[None, :], min(fetch, n))[1][0]
         found = rows >= 0
@@ -258,11 +265,25 @@ def filtered_search(
         if keep is not None:
             rows = rows[keep[rows]]
         if rows.size >= k or fetch >= n:
-            break
+            return rows if rows.size >= k else None
         fetch *= 4
-    else:
-        return None
-    if rows.size < k:
+    return None
+
+
+def filtered_search(
+    graph: HNSWBackend,
+    vectors: np.ndarray,
+    q: np.ndarray,
+    k: int,
+    keep: np.ndarray | None,
+    excluded: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """HNSW top-k of unit vector `q` among rows passing `keep` (None: all) and not `excluded`:
+    `filtered_candidates`, re-scored with `vectors` and ordered by (-score, row) like the
+    exact search. None when the caller should search exactly (see `filtered_candidates`).
+    """
+    rows = filtered_candidates(graph, q, k, keep, excluded)
+    if rows is None:
         return None
     scores = vectors[rows] @ q
     best = np.lexsort((rows, -scores))[:k]

@@ -51,6 +51,8 @@ MAX_GENRES = 64
 META_FILE = "content_index.json"
 ARRAY_FIELDS = ("item_ids", "vectors", "title_type", "year", "votes", "genre_bits")
 METADATA_COLUMNS = ("item_id", "title_type", "year", "num_votes", "genres")
+_NO_ROWS = np.empty(0, dtype=np.int64)
+_NO_SCORES = np.empty(0, dtype=np.float32)
 
 
 # ------------------------------------------------------------------------------------ filters
@@ -411,19 +413,19 @@ class ContentIndex:
 
     # ----------------------------------------------------------------------------- queries
 
-    def _ranked(
-        self, q: np.ndarray, k: int, filters: SimilarityFilters | None, excluded: np.ndarray
-    ) -> list[tuple[int, float]]:
-        """Top-k (item id, cosine) for unit vector `q`, leaving out `excluded` rows."""
+    def _ranked_rows(
+        self, q: np.ndarray, k: int, filters: SimilarityFilters | None, excluded: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, cosines) of the top k for unit vector `q`, best first, leaving out the
+        `excluded` row(s) (an int or an array of rows)."""
         k = _check_k(k)
         keep = self.mask(filters)  # validates filter names even when q is zero
         if not q.any() or len(self) == 0:
-            return []
+            return _NO_ROWS, _NO_SCORES
         if self.approximate is not None:
             found = filtered_search(self.approximate, self.vectors, q, k, keep, excluded)
             if found is not None:  # else too few candidates passed: search exactly
-                ids = self.item_ids[found[1]]
-                return [(int(i), float(s)) for i, s in zip(ids, found[0], strict=True)]
+                return found[1], found[0]
         scores = self.vectors @ q
         scores[excluded] = -np.inf
         # Rank only the rows passing the filters (ascending, so ties still go by position):
@@ -432,11 +434,17 @@ class ContentIndex:
         if rows is not None:
             scores = scores[rows]
         if scores.size == 0:
-            return []
+            return _NO_ROWS, _NO_SCORES
         best = top_k(scores, k)
         best = best[scores[best] > -np.inf]
-        ids = self.item_ids[best if rows is None else rows[best]]
-        return [(int(i), float(s)) for i, s in zip(ids, scores[best], strict=True)]
+        return (best if rows is None else rows[best]), scores[best]
+
+    def _ranked(
+        self, q: np.ndarray, k: int, filters: SimilarityFilters | None, excluded: np.ndarray
+    ) -> list[tuple[int, float]]:
+        """Top-k (item id, cosine) for unit vector `q`, leaving out `excluded` rows."""
+        rows, scores = self._ranked_rows(q, k, filters, excluded)
+        return list(zip(self.item_ids[rows].tolist(), scores.tolist(), strict=True))
 
     def similar(
         self, item_id: int, k: int, filters: SimilarityFilters | None = None
@@ -444,6 +452,15 @@ class ContentIndex:
         """Up to k (item id, cosine) neighbours of a catalogue title, best first, never itself."""
         pos = self.position(item_id)
         return self._ranked(self.vectors[pos], k, filters, np.asarray([pos], dtype=np.intp))
+
+    def similar_rows(
+        self, row: int, k: int, filters: SimilarityFilters | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`similar` by row position (the serving fast path): (rows, cosines) arrays, best
+        first, never `row` itself, with no id lookups either way."""
+        if not 0 <= row < len(self):
+            raise IndexError(f"row {row} is outside the content index (0..{len(self) - 1})")
+        return self._ranked_rows(self.vectors[row], k, filters, row)
 
     def query(
         self,

@@ -26,9 +26,12 @@ import re
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
+
+from recommender_lib.index.title_keys import gc_paused
 
 # The regions whose release titles are in that language, most populous audience first.
 LANGUAGE_REGIONS: dict[str, tuple[str, ...]] = {
@@ -132,13 +135,23 @@ def aka_preference(types: Iterable[str] | None, attributes: Iterable[str] | None
 
 
 def _codes(values: Sequence[object], upper: bool) -> tuple[np.ndarray, dict[str, int]]:
-    """Integer codes of case-normalised strings (-1 for missing) and the code of each value."""
+    """Integer codes of case-normalised strings (-1 for missing) and the code of each value.
+
+    Codes follow the first appearance of each normalised value; the case is normalised once per
+    distinct value.
+    """
+    raw, distinct = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=True)
+    keys = [
+        (v.upper() if upper else v.lower()) if isinstance(v, str) and v else None
+        for v in distinct.tolist()
+    ]
     vocab: dict[str, int] = {}
-    codes = np.full(len(values), -1, dtype=np.int32)
-    for i, value in enumerate(values):
-        if isinstance(value, str) and value:
-            key = value.upper() if upper else value.lower()
-            codes[i] = vocab.setdefault(key, len(vocab))
+    of_distinct = np.asarray(
+        [-1 if k is None else vocab.setdefault(k, len(vocab)) for k in keys], dtype=np.int32
+    )
+    codes = np.full(len(raw), -1, dtype=np.int32)
+    known = raw >= 0
+    codes[known] = of_distinct[raw[known]]
     return codes, vocab
 
 
@@ -157,8 +170,8 @@ class LocalizedTitles:
         self.n_rows = len(ids)
         self.rows = pos[known].astype(np.int64)
         self.titles: list[str] = [str(t) for t in frame["title"].tolist()]
-        self.regions, self._region_codes = _codes(frame["region"].tolist(), upper=True)
-        self.languages, self._language_codes = _codes(frame["language"].tolist(), upper=False)
+        self.regions, self._region_codes = _codes(frame["region"], upper=True)
+        self.languages, self._language_codes = _codes(frame["language"], upper=False)
         self.preference = frame["preference"].to_numpy(np.int64)
         self.ordering = frame["ordering"].to_numpy(np.int64)
         self._cache: dict[Locale, dict[int, str]] = {}
@@ -175,10 +188,13 @@ class LocalizedTitles:
 
     def alternates(self) -> list[list[str]]:
         """Each catalogue row's distinct aka titles (for search)."""
-        out: list[dict[str, None]] = [{} for _ in range(self.n_rows)]
-        for row, title in zip(self.rows.tolist(), self.titles, strict=True):
-            out[row][title] = None
-        return [list(titles) for titles in out]
+        with gc_paused():
+            pairs = pd.DataFrame({"row": self.rows, "title": self.titles}).drop_duplicates()
+            rows = pairs["row"].to_numpy(np.int64)
+            order = np.argsort(rows, kind="stable")  # each row's titles in aka order
+            titles = pairs["title"].to_numpy(object)[order].tolist()
+            bounds = np.searchsorted(rows[order], np.arange(self.n_rows + 1))
+            return [titles[lo:hi] for lo, hi in pairwise(bounds.tolist())]
 
     def titles_for(self, locale: Locale) -> dict[int, str]:
         """Catalogue row -> localized title for `locale` (rows without an eligible aka absent)."""

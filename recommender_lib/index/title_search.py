@@ -34,14 +34,38 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, Literal
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from rapidfuzz import fuzz, process
+
+from recommender_lib.index.title_keys import (
+    ARTICLES,
+    gc_paused,
+    normalize_title,
+    row_keys,
+    search_key,
+    strip_article,
+    title_keys,
+)
+
+__all__ = [
+    "ARTICLES",
+    "MatchKind",
+    "SearchHit",
+    "TitleSearchIndex",
+    "fuzzy_score",
+    "normalize_title",
+    "search_key",
+    "strip_article",
+    "title_keys",
+]
 
 MatchKind = Literal["exact", "prefix", "fuzzy"]
 
@@ -56,69 +80,10 @@ FUZZY_CANDIDATES = 256  # bigram-overlap candidates scored with fuzzy_score (mor
 FUZZY_MIN_SHARED = 1 / 3  # candidates share at least this fraction of the query's bigrams
 FUZZY_LONG_SHARE = 0.25  # of which picked for containing the query rather than resembling it
 FUZZY_EXTRA_BIGRAM_WEIGHT = 0.1  # how much a candidate's bigrams beyond the query's count
-ARTICLES = frozenset({"the", "a", "an", "le", "la", "les", "l", "el", "il", "der", "die", "das"})
 
-_PUNCTUATION = re.compile(r"[\W_]+")
-_ELISION = re.compile(r"\b([cdjlmnst]|qu)['’]")  # French l'/d'/qu' keep a word break
-_APOSTROPHE = re.compile(r"['’`´]")
-_LETTERS = str.maketrans({"æ": "ae", "œ": "oe", "ø": "o", "ł": "l", "đ": "d", "ð": "d",
-                          "þ": "th", "ı": "i", "&": " and "})  # fmt: skip
-_NUMERALS = {"ii": "2", "iii": "3", "iv": "4", "vi": "6", "vii": "7", "viii": "8", "ix": "9"}
-_NUMERAL_WORD = re.compile(r"\b(?:" + "|".join(_NUMERALS) + r")\b")
 _YEAR = re.compile(r"^(.*\S)\s+(18[7-9]\d|19\d\d|20\d\d)$")
-_PARENTHESES = re.compile(r"\(([^()]*)\)")
-_TRAILING_ARTICLE = re.compile(
-    r"^(.*\S),\s*(the|an?|les?|la|l'|el|il|lo|los|las|der|die|das|det|den)$", re.IGNORECASE
-)
 _TOP = "\U0010ffff"  # sorts after every character, for prefix range ends
-
-
-def normalize_title(text: str) -> str:
-    """Casefold, strip accents, `&` -> `and`, drop apostrophes, punctuation -> single spaces.
-
-    Apostrophes join (`Schindler's` -> `schindlers`, `don't` -> `dont`) except after a French
-    elision (`L'Atalante` -> `l atalante`), so `l` can be stripped as an article.
-    """
-    if text.isascii():
-        text = text.lower().replace("&", " and ")
-    else:  # compatibility forms (ﬁ, ℌ) decompose; casefold again after them
-        decomposed = unicodedata.normalize("NFKD", text.casefold())
-        text = "".join(c for c in decomposed if not unicodedata.combining(c))
-        text = text.casefold().translate(_LETTERS)
-    if "'" in text or "`" in text or not text.isascii():
-        text = _APOSTROPHE.sub("", _ELISION.sub(r"\1 ", text))
-    return _PUNCTUATION.sub(" ", text).strip()
-
-
-def strip_article(normalized: str) -> str:
-    """`normalized` without a leading article (`the matrix` -> `matrix`); unchanged otherwise."""
-    head, _, rest = normalized.partition(" ")
-    return rest if rest and head in ARTICLES else normalized
-
-
-def search_key(text: str) -> str:
-    """The key titles and queries are compared on: normalized, Roman numerals II-IX as digits."""
-    return _NUMERAL_WORD.sub(lambda m: _NUMERALS[m.group()], normalize_title(text))
-
-
-def title_keys(title: str) -> list[str]:
-    """Distinct search keys of one title: whole, outside and inside parentheses, +- article.
-
-    `Seven (a.k.a. Se7en)` -> `seven a k a se7en`, `seven`, `se7en`; an alternate title with its
-    article moved to the end (`Seventh Seal, The`) gets it back first.
-    """
-    parts = [title]
-    if "(" in title:
-        parts += [_PARENTHESES.sub(" ", title), *_PARENTHESES.findall(title)]
-    keys: dict[str, None] = {}
-    for part in parts:
-        moved = _TRAILING_ARTICLE.match(part.strip())
-        key = search_key(f"{moved.group(2)} {moved.group(1)}" if moved else part)
-        key = key.removeprefix("a k a ").removeprefix("aka ")
-        if key:
-            keys[key] = None
-            keys[strip_article(key)] = None
-    return list(keys)  # the whole title's key first
+_BIGRAM_CHUNK = 200_000  # keys per chunk of the bigram postings build
 
 
 def fuzzy_score(query_key: str, keys: Sequence[str]) -> np.ndarray:
@@ -167,23 +132,35 @@ def _as_year(value: object) -> int | None:
     return int(year) if math.isfinite(year) and year > 0 else None
 
 
-def _row_keys(
-    titles: Sequence[object], alternates: Sequence[Sequence[str]]
-) -> tuple[list[list[str]], list[list[str]]]:
-    """Per row: its distinct search keys (title first, then alternates) and whole-title keys."""
-    keys: list[list[str]] = []
-    phrases: list[list[str]] = []
-    for title, others in zip(titles, alternates, strict=True):
-        row_keys: dict[str, None] = {}
-        row_phrases: dict[str, None] = {}
-        for text in (title, *others) if isinstance(title, str) else ():
-            found = title_keys(text) if isinstance(text, str) else []
-            if found:
-                row_phrases[found[0]] = None
-                row_keys.update(dict.fromkeys(found))
-        keys.append(list(row_keys))
-        phrases.append(list(row_phrases))
-    return keys, phrases
+def _sorted_codes(texts: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Each text's rank among the distinct texts, and the distinct texts in sorted order.
+
+    Arrow sorts UTF-8 bytes, which is code point order, Python's string order.
+    """
+    encoded = pa.array(texts, type=pa.large_string()).dictionary_encode()
+    order = pc.sort_indices(encoded.dictionary).to_numpy()
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    codes = rank[encoded.indices.to_numpy(zero_copy_only=False)]
+    return codes, encoded.dictionary.take(pa.array(order)).to_pylist()
+
+
+def _distinct_bigrams(keys: list[str], first: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bigram code, owner) of the distinct bigrams of each key of ` key `, owner-major; owners
+    count from `first`."""
+    padded = [f" {k} " for k in keys]
+    lengths = np.fromiter(map(len, padded), dtype=np.int64, count=len(keys))
+    points = np.frombuffer("".join(padded).encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+    codes = (points[:-1] << 21) | points[1:]
+    owners = np.repeat(np.arange(first, first + len(keys), dtype=np.int32), lengths)[:-1]
+    inside = np.ones(len(codes), dtype=bool)
+    inside[np.cumsum(lengths)[:-1] - 1] = False  # pairs that straddle two keys
+    codes, owners = codes[inside], owners[inside]
+    order = np.lexsort((codes, owners))
+    codes, owners = codes[order], owners[order]
+    fresh = np.ones(len(codes), dtype=bool)
+    fresh[1:] = (codes[1:] != codes[:-1]) | (owners[1:] != owners[:-1])
+    return codes[fresh], owners[fresh]
 
 
 def _bigram_codes(key: str) -> np.ndarray:
@@ -218,58 +195,48 @@ class TitleSearchIndex:
         self._tokens = [tuple(tuple(p.split()) for p in row) for row in phrases]
 
         # Every key of every row, rows' keys contiguous (`_choice_starts[row]` on).
-        choice_keys: list[str] = []
-        choice_rows: list[int] = []
-        choice_starts = [0]
-        for row, row_keys in enumerate(keys):
-            choice_keys.extend(row_keys)
-            choice_rows.extend([row] * len(row_keys))
-            choice_starts.append(len(choice_keys))
+        counts = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
+        choice_keys = list(chain.from_iterable(keys))
         self._choice_keys = choice_keys
-        self._choice_rows = np.asarray(choice_rows, dtype=np.int64)
-        self._choice_starts = choice_starts
-
-        self._exact: dict[str, list[int]] = {}
-        for key, row in zip(choice_keys, choice_rows, strict=True):
-            rows = self._exact.setdefault(key, [])
-            if not rows or rows[-1] != row:
-                rows.append(row)
-
-        order = sorted(range(len(choice_keys)), key=choice_keys.__getitem__)
-        self._sorted_keys = [choice_keys[i] for i in order]
+        self._choice_rows = np.repeat(np.arange(len(keys), dtype=np.int64), counts)
+        self._choice_starts = np.concatenate([[0], np.cumsum(counts)]).tolist()
+        # Sorted keys (stable: equal keys in row order) for the exact and prefix tiers.
+        order = np.argsort(_sorted_codes(choice_keys)[0], kind="stable")
+        self._sorted_keys = [choice_keys[i] for i in order.tolist()]
         self._sorted_rows = self._choice_rows[order]
 
-        pairs = sorted(
-            {(tok, row) for row, words in enumerate(self._tokens) for toks in words for tok in toks}
+        # Word -> rows postings of the word-prefix tier: distinct (word, row) pairs, sorted.
+        words = [tok for row in self._tokens for toks in row for tok in toks]
+        per_row = np.fromiter(
+            (sum(map(len, row)) for row in self._tokens), dtype=np.int64, count=len(keys)
         )
-        self._vocab: list[str] = []
-        starts: list[int] = []
-        for i, (tok, _) in enumerate(pairs):
-            if not self._vocab or self._vocab[-1] != tok:
-                self._vocab.append(tok)
-                starts.append(i)
-        self._word_starts = np.asarray([*starts, len(pairs)], dtype=np.int64)
-        self._word_rows = np.asarray([row for _, row in pairs], dtype=np.int64)
-
-        self._build_bigrams(choice_keys)
-
-    def _build_bigrams(self, keys: list[str]) -> None:
-        """CSR postings bigram code -> choice indices, and each choice's distinct bigram count."""
-        m = len(keys)
-        padded = [f" {k} " for k in keys]
-        lengths = np.fromiter(map(len, padded), dtype=np.int64, count=m)
-        blob = "".join(padded).encode("utf-32-le")
-        points = np.frombuffer(blob, dtype=np.uint32).astype(np.int64)
-        codes = (points[:-1] << 21) | points[1:]
-        owners = np.repeat(np.arange(m, dtype=np.int64), lengths)[:-1]
-        inside = np.ones(len(codes), dtype=bool)
-        inside[np.cumsum(lengths)[:-1] - 1] = False  # pairs that straddle two keys
-        codes, owners = codes[inside], owners[inside]
+        codes, self._vocab = _sorted_codes(words)
+        owners = np.repeat(np.arange(len(keys), dtype=np.int64), per_row)
         order = np.lexsort((owners, codes))
         codes, owners = codes[order], owners[order]
         fresh = np.ones(len(codes), dtype=bool)
         fresh[1:] = (codes[1:] != codes[:-1]) | (owners[1:] != owners[:-1])
-        codes, owners = codes[fresh], owners[fresh]
+        codes, self._word_rows = codes[fresh], owners[fresh]
+        self._word_starts = np.searchsorted(codes, np.arange(len(self._vocab) + 1))
+
+        self._build_bigrams(choice_keys)
+
+    def _build_bigrams(self, keys: list[str]) -> None:
+        """CSR postings bigram code -> choice indices, and each choice's distinct bigram count.
+
+        Built in chunks of `_BIGRAM_CHUNK` keys (distinct pairs per chunk, then one stable sort
+        by code), so the temporaries stay small beside millions of keys."""
+        m = len(keys)
+        parts = [
+            _distinct_bigrams(keys[lo : lo + _BIGRAM_CHUNK], lo)
+            for lo in range(0, m, _BIGRAM_CHUNK)
+        ]
+        codes = np.concatenate([c for c, _ in parts]) if parts else np.zeros(0, np.int64)
+        owners = np.concatenate([o for _, o in parts]) if parts else np.zeros(0, np.int32)
+        del parts
+        order = np.argsort(codes, kind="stable")  # owners ascend within a code
+        codes, owners = codes[order], owners[order]
+        del order
         self._gram_codes, gram_starts = np.unique(codes, return_index=True)
         self._gram_starts = np.append(gram_starts, len(codes))
         self._gram_owners = owners
@@ -306,20 +273,21 @@ class TitleSearchIndex:
         pop = np.where(np.isnan(pop), 0.0, pop)
         if (pop < 0).any() or not np.isfinite(pop).all():
             raise ValueError("popularity must be finite and non-negative")
-        keys, phrases = _row_keys(titles, alternates)
-        keep = [i for i, row_keys in enumerate(keys) if row_keys]
-        text = [str(titles[i]) for i in keep]
-        title_len = np.fromiter(map(len, text), dtype=np.int64, count=len(keep))
-        kept = np.asarray(keep, dtype=np.int64)
-        rank = np.lexsort((ids[kept], title_len, -pop[kept]))
-        return cls(
-            ids[kept][rank],
-            [text[i] for i in rank],
-            [_as_year(years[keep[i]]) for i in rank],
-            pop[kept][rank],
-            [keys[keep[i]] for i in rank],
-            [phrases[keep[i]] for i in rank],
-        )
+        with gc_paused():  # millions of small lists: see `gc_paused`
+            keys, phrases = row_keys(titles, alternates)
+            keep = [i for i, found in enumerate(keys) if found]
+            text = [str(titles[i]) for i in keep]
+            title_len = np.fromiter(map(len, text), dtype=np.int64, count=len(keep))
+            kept = np.asarray(keep, dtype=np.int64)
+            rank = np.lexsort((ids[kept], title_len, -pop[kept]))
+            return cls(
+                ids[kept][rank],
+                [text[i] for i in rank],
+                [_as_year(years[keep[i]]) for i in rank],
+                pop[kept][rank],
+                [keys[keep[i]] for i in rank],
+                [phrases[keep[i]] for i in rank],
+            )
 
     def __len__(self) -> int:
         """Number of indexed titles."""
@@ -365,7 +333,9 @@ class TitleSearchIndex:
 
     def _search(self, key: str, limit: int) -> list[tuple[int, MatchKind, float]]:
         """(row, match, score) for one normalized key, best first, at most `limit`."""
-        exact = self._exact.get(key, [])[:limit]
+        lo = bisect_left(self._sorted_keys, key)
+        hi = bisect_right(self._sorted_keys, key, lo)
+        exact = self._distinct(self._sorted_rows[lo:hi])[:limit].tolist()
         found: list[tuple[int, MatchKind, float]] = [(row, "exact", 100.0) for row in exact]
         seen = set(exact)
         prefix = self._prefix_rows(key, limit, seen)

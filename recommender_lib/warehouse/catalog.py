@@ -34,6 +34,9 @@ from recommender_lib.warehouse.tables import (
 )
 
 CATALOG = "catalog"
+DEFAULT_SCOPE = "default"  # popular titles: the default `CatalogFilters`
+WHOLE_IMDB = "whole_imdb"  # every rated IMDb title: `CatalogFilters.whole_imdb()`
+CATALOG_SCOPES = (DEFAULT_SCOPE, WHOLE_IMDB)
 
 _YEAR_SUFFIX = r"\s*\(\d{4}(?:[-–]\d{0,4})?\)\s*$"
 
@@ -57,6 +60,21 @@ class CatalogFilters:
             raise ValueError(f"unknown IMDb title types {unknown}; known: {list(IMDB_TITLE_TYPES)}")
         if self.min_votes < 0:
             raise ValueError(f"min_votes must be >= 0, got {self.min_votes}")
+
+    @classmethod
+    def whole_imdb(cls, min_votes: int = 1) -> CatalogFilters:
+        """Every rated IMDb title with at least `min_votes` votes, of every title type (episodes,
+        shorts, video games too; ~1.5 M titles on the real dumps); adult titles stay out.
+        Titles without a ratings row are never in `imdb_titles`, so `min_votes=1` is all of
+        them (docs/architecture.md §4.5)."""
+        return cls(title_types=IMDB_TITLE_TYPES, min_votes=min_votes)
+
+    @classmethod
+    def named(cls, scope: str) -> CatalogFilters:
+        """The filters of a named catalogue scope (`CATALOG_SCOPES`); ValueError otherwise."""
+        if scope not in CATALOG_SCOPES:
+            raise ValueError(f"unknown catalogue scope {scope!r}; known: {list(CATALOG_SCOPES)}")
+        return cls.whole_imdb() if scope == WHOLE_IMDB else cls()
 
 
 def _mapped_imdb_genres(column: str) -> str:

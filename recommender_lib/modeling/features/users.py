@@ -25,7 +25,7 @@ from recommender_lib.modeling.features.transform import (
 )
 
 USER_CHUNK_ROWS = 1_000_000  # ratings (whole users) summed at a time by `user_feature_matrix`
-FEATURE_BLOCK_ROWS = 32_768  # training rows finalised at a time (bounds float64 temporaries)
+FEATURE_BLOCK_ROWS = 4_096  # training rows finalised at a time (cache-sized float64 temporaries)
 USER_SCALED = ("u_log_count", "u_last_year", "u_log_span")
 USER_FEATURES_FILE = "user_features.npz"
 
@@ -78,10 +78,12 @@ def _contributions(
     r = df["rating"].to_numpy(np.float64)
     d = r - transform.global_mean - np.where(known, items.bias[safe], 0.0)
     x = np.empty((len(df), 4 + 2 * ng + 2 * nf))
-    x[:, 0], x[:, 1], x[:, 2], x[:, 3] = 1.0, r, r * r, d
+    x[:, :4] = np.column_stack([np.ones_like(r), r, r * r, d])  # one pass over the rows
     for o, table in ((4, items.genres), (4 + 2 * ng, items.latent)):
         k = table.shape[1]
-        x[:, o : o + k] = np.where(known[:, None], table[safe], 0.0)
+        x[:, o : o + k] = table[safe]
+        if not known.all():
+            x[~known, o : o + k] = 0.0
         np.multiply(x[:, o : o + k], d[:, None], out=x[:, o + k : o + 2 * k])
     return df, x
 
@@ -131,14 +133,15 @@ def _finalize(
 
 
 def _scale_users(raw: np.ndarray, transform: FeatureTransform) -> np.ndarray:
-    out = raw.copy()
+    """Float32 user features from raw ones: the scaled columns scaled (in float64), NaN -> 0."""
+    out = raw.astype(np.float32)
     n = raw[:, 0]
     for name in USER_SCALED:
         j = transform.user_columns.index(name)
         out[:, j] = transform.scale(name, raw[:, j])
     j = transform.user_columns.index("u_last_year")
     out[:, j] = np.where(n > 0, out[:, j], 0.0)  # no history: neutral time
-    return np.nan_to_num(out, nan=0.0).astype(np.float32)
+    return np.nan_to_num(out, copy=False, nan=0.0)
 
 
 def _group_cumsum(
@@ -217,13 +220,23 @@ def _user_raw_full(
     return np.concatenate(users), np.concatenate(raws)
 
 
-def fit_user_columns(train: pd.DataFrame, items: ItemFeatures, transform: FeatureTransform) -> None:
+def fit_user_columns(train: pd.DataFrame, transform: FeatureTransform) -> None:
     """Fit the user columns and their scalers into `transform` (in place) on the train users'
-    full-history vectors."""
+    full-history values of the scaled columns — rating count, last rating year and span, read
+    off per-user aggregates with `_finalize`'s formulas (no full feature pass)."""
     transform.user_columns = _user_column_names(transform)
-    raw_user = _user_raw_full(train, items, transform)[1]
+    train = check_ratings(train)
+    users = train.groupby("user_id", sort=True)["rating_ts"].agg(["size", "min", "max"])
+    n = users["size"].to_numpy(np.float64)
+    first_year = users["min"].to_numpy(np.float64) / SECONDS_PER_YEAR + 1970.0
+    last_year = users["max"].to_numpy(np.float64) / SECONDS_PER_YEAR + 1970.0
+    raw = {
+        "u_log_count": np.log1p(n),
+        "u_last_year": last_year,
+        "u_log_span": np.log1p(np.maximum(last_year - first_year, 0.0) * 365.25),
+    }
     for name in USER_SCALED:
-        transform.scalers[name] = fit_scaler(raw_user[:, transform.user_columns.index(name)])
+        transform.scalers[name] = fit_scaler(raw[name])
 
 
 def user_feature_matrix(
@@ -237,11 +250,13 @@ def user_feature_matrix(
     With `user_ids`, rows come in that order and users without ratings get the empty-history
     vector (a cold user with zero ratings).
     """
+    want = None if user_ids is None else np.asarray(user_ids, dtype=np.int64)
+    if want is not None:  # only their rows: a user's features depend on their ratings alone
+        ratings = ratings[np.isin(ratings["user_id"].to_numpy(np.int64), want)]
     users, raw = _user_raw_full(ratings, items, transform)
     feats = _scale_users(raw, transform)
-    if user_ids is None:
+    if want is None:
         return users, feats
-    want = np.asarray(user_ids, dtype=np.int64)
     empty = empty_user_features(transform)
     out = np.tile(empty, (len(want), 1))
     pos = np.searchsorted(users, want)

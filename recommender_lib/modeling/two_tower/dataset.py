@@ -8,14 +8,19 @@ stream them chunk by chunk (whole users per chunk), so memory is bounded by `chu
 from __future__ import annotations
 
 import itertools
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from recommender_lib.atomic import atomic_path
 from recommender_lib.modeling.features.items import ItemFeatures, training_item_rows
 from recommender_lib.modeling.features.transform import FeatureTransform, baseline_prediction
 from recommender_lib.modeling.features.users import training_user_features, user_row_chunks
@@ -23,6 +28,7 @@ from recommender_lib.modeling.two_tower.params import TwoTowerParams
 
 Seed = int | Sequence[int]  # a numpy.random.default_rng seed
 VECTORS = ("base", "y", "pos", "logq")  # float32 (rows,) example arrays beside ux, ix, ids
+EXAMPLE_ARRAYS = ("ux", "ix", "ids", *VECTORS)
 
 
 def item_id_index(items: ItemFeatures, min_count: int) -> np.ndarray:
@@ -102,9 +108,13 @@ class ExampleStream:
     """Training batches built chunk by chunk, for train sets too big to hold as tensors.
 
     Chunks hold whole users (`chunk_rows` ratings or so), so `prefix` user features equal the
-    unchunked ones; a chunk's cold-start draws are seeded by (seed, chunk). Each epoch visits
-    the chunks in a seeded random order, shuffles the rows within each and drops the chunk's
-    last partial batch (as `drop_remainder` does for the whole set in memory).
+    unchunked ones; a chunk's cold-start draws are seeded by (seed, chunk), so its examples are
+    the same every epoch: the first epoch builds each chunk once (the next one in a background
+    thread while the current one trains) and writes it as `.npy` shards under a scratch folder
+    (in `p.shard_dir`, default the system's temporary folder; removed by `close`); later epochs
+    read the shards back. Each epoch visits the chunks in a seeded random order, shuffles the
+    rows within each and drops the chunk's last partial batch (as `drop_remainder` does for the
+    whole set in memory).
     """
 
     def __init__(
@@ -117,25 +127,56 @@ class ExampleStream:
     ) -> None:
         self.train, self.idx, self.build, self.p, self.log = train, idx, build, p, log
         self.chunks = user_row_chunks(train["user_id"].to_numpy(), p.chunk_rows)
+        self.shards: Path | None = None  # created by the first build
+        self.built: set[int] = set()
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cine-examples")
 
     @property
     def steps_per_epoch(self) -> int:
         return sum(max(len(c) // self.p.batch_size, 1) for c in self.chunks)
 
+    def _chunk(self, c: int) -> dict[str, np.ndarray]:
+        """Chunk `c`'s examples in its rows' order: read from its shards, else built and saved."""
+        if self.shards is None:
+            self.shards = Path(
+                tempfile.mkdtemp(prefix="cine-examples-", dir=self.p.shard_dir or None)
+            )
+        folder = self.shards / f"chunk-{c:05d}"
+        if c in self.built:
+            return {name: np.load(folder / f"{name}.npy") for name in EXAMPLE_ARRAYS}
+        t = time.perf_counter()
+        rows = self.chunks[c]
+        arrays = self.build(self.train.iloc[rows], self.idx[rows], (self.p.seed, 0, int(c)))
+        with atomic_path(folder) as tmp:
+            tmp.mkdir()
+            for name, a in arrays.items():
+                np.save(tmp / f"{name}.npy", a)
+        self.built.add(c)
+        if self.log:
+            self.log(f"chunk {c + 1}/{len(self.chunks)}: {len(rows):,} rows built and saved "
+                     f"in {time.perf_counter() - t:.1f}s")  # fmt: skip
+        return arrays
+
     def batches(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
         bs = self.p.batch_size
         rng = np.random.default_rng((self.p.seed, 1, epoch))
-        for n, c in enumerate(rng.permutation(len(self.chunks))):
-            t = time.perf_counter()
-            rows = rng.permutation(self.chunks[c])
-            arrays = self.build(self.train.iloc[rows], self.idx[rows], (self.p.seed, 0, int(c)))
-            if self.log:
-                took = time.perf_counter() - t
-                self.log(f"epoch {epoch + 1}: chunk {n + 1}/{len(self.chunks)}, {len(rows):,} rows "
-                         f"built in {took:.1f}s")  # fmt: skip
-            for start in range(0, max(len(rows) // bs, 1) * bs, bs):
-                yield {name: a[start : start + bs] for name, a in arrays.items()}
-            del arrays  # before the next chunk is built
+        order = [int(c) for c in rng.permutation(len(self.chunks))]
+        ahead = self.pool.submit(self._chunk, order[0])
+        for n, c in enumerate(order):
+            arrays = ahead.result()
+            if n + 1 < len(order):
+                ahead = self.pool.submit(self._chunk, order[n + 1])
+            perm = rng.permutation(len(self.chunks[c]))
+            for start in range(0, max(len(perm) // bs, 1) * bs, bs):
+                take = perm[start : start + bs]
+                yield {name: a[take] for name, a in arrays.items()}
+            del arrays  # before the one after next is built
+
+    def close(self) -> None:
+        """Stop the builder thread and remove the shards."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.shards is not None:
+            shutil.rmtree(self.shards, ignore_errors=True)
 
 
 def training_dataset(

@@ -145,6 +145,14 @@ class _Setup:
         return cls(item_index, nets, stream, ds, _train_step(nets, opt, p))
 
 
+def _devices() -> list[str]:
+    """The accelerators TensorFlow trained on (it places the step on a GPU when it sees one),
+    or ["CPU"]."""
+    import tensorflow as tf
+
+    return [d.name for d in tf.config.list_logical_devices("GPU")] or ["CPU"]
+
+
 def _n_ids(item_index: np.ndarray) -> int:
     return int(item_index.max()) if len(item_index) else 0
 
@@ -235,26 +243,30 @@ def fit(
         return TrainedTwoTower(model, transform, items, p, run.item_index, tau, rule, history, info)
 
     stopping = _EarlyStopping(p.patience, fixed=bool(fixed_epochs))
-    for epoch in range(fixed_epochs or p.epochs):
-        te = time.perf_counter()
-        mse, ret = _epoch(run.ds, run.step)
-        history["loss_mse"].append(mse)
-        history["loss_retrieval"].append(ret)
-        tv = time.perf_counter()
-        score = mse  # what early stopping watches: validation RMSE, else the train MSE
-        if val is not None:
-            score = val.rmse(run.nets)
-            history["val_rmse"].append(score)
-            for name, metric in metrics.items():
-                history[name].append(metric(snapshot({}, RankingRule())))
-        history["val_seconds"].append(time.perf_counter() - tv)
-        history["seconds"].append(time.perf_counter() - te)
-        if log:
-            log(_epoch_line(epoch, history, metrics if val is not None else None))
-        if on_epoch is not None:
-            on_epoch(epoch, snapshot({}, ranking or RankingRule()))
-        if stopping.stop(epoch, score, run.nets["model"]):
-            break
+    try:
+        for epoch in range(fixed_epochs or p.epochs):
+            te = time.perf_counter()
+            mse, ret = _epoch(run.ds, run.step)
+            history["loss_mse"].append(mse)
+            history["loss_retrieval"].append(ret)
+            tv = time.perf_counter()
+            score = mse  # what early stopping watches: validation RMSE, else the train MSE
+            if val is not None:
+                score = val.rmse(run.nets)
+                history["val_rmse"].append(score)
+                for name, metric in metrics.items():
+                    history[name].append(metric(snapshot({}, RankingRule())))
+            history["val_seconds"].append(time.perf_counter() - tv)
+            history["seconds"].append(time.perf_counter() - te)
+            if log:
+                log(_epoch_line(epoch, history, metrics if val is not None else None))
+            if on_epoch is not None:
+                on_epoch(epoch, snapshot({}, ranking or RankingRule()))
+            if stopping.stop(epoch, score, run.nets["model"]):
+                break
+    finally:
+        if run.stream is not None:
+            run.stream.close()
     if stopping.weights is not None:
         run.nets["model"].set_weights(stopping.weights)
     info = {
@@ -266,5 +278,6 @@ def fit(
         "chunks": 1 if run.stream is None else len(run.stream.chunks),
         "train_seconds": round(time.perf_counter() - t0, 2),
         "n_item_ids": _n_ids(run.item_index),
+        "devices": _devices(),
     }
     return snapshot(info, ranking or RankingRule())

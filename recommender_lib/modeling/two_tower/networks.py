@@ -15,12 +15,12 @@ from recommender_lib.modeling.two_tower.params import TwoTowerParams
 Networks = dict[str, Any]  # "model" (composed), "user_tower", "item_tower", "head"
 
 
-def _block(x: Any, units: int, dropout: float, name: str) -> Any:
+def _block(x: Any, units: int, dropout: float, activation: str, name: str) -> Any:
     import keras
 
     x = keras.layers.Dense(units, name=f"{name}_dense")(x)
     x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
-    x = keras.layers.Activation("gelu", name=f"{name}_gelu")(x)
+    x = keras.layers.Activation(activation, name=f"{name}_{activation}")(x)
     if dropout > 0:
         x = keras.layers.Dropout(dropout, name=f"{name}_dropout")(x)
     return x
@@ -34,7 +34,7 @@ def _user_tower(n_user_features: int, params: TwoTowerParams) -> Any:
     if params.user_noise > 0:  # training-time only: blurs user identity, curbs memorisation
         h = keras.layers.GaussianNoise(params.user_noise, seed=params.seed, name="user_noise")(h)
     for j, units in enumerate(params.tower_units):
-        h = _block(h, units, params.dropout, f"user_{j}")
+        h = _block(h, units, params.dropout, params.activation, f"user_{j}")
     u = keras.layers.Dense(params.embedding_dim, name="user_project")(h)
     u = keras.layers.UnitNormalization(name="user_embedding")(u)
     return keras.Model(ux, u, name="user_tower")
@@ -55,7 +55,7 @@ def _item_tower(n_item_features: int, n_item_ids: int, params: TwoTowerParams) -
         )(iid)
         h = keras.layers.Concatenate(name="item_inputs")([ix, e])
     for j, units in enumerate(params.tower_units):
-        h = _block(h, units, params.dropout, f"item_{j}")
+        h = _block(h, units, params.dropout, params.activation, f"item_{j}")
     v = keras.layers.Dense(params.embedding_dim, name="item_project")(h)
     v = keras.layers.UnitNormalization(name="item_embedding")(v)
     b = keras.layers.Dense(1, name="item_rank_bias")(h)
@@ -76,7 +76,7 @@ def _fusion_head(params: TwoTowerParams) -> Any:
     centred = keras.layers.Rescaling(1.0, offset=-3.5, name="baseline_centred")(base)
     f = keras.layers.Concatenate(name="fusion")([hu, hv, absdiff, prod, centred])
     for j, units in enumerate(params.head_units):
-        f = keras.layers.Dense(units, activation="gelu", name=f"head_{j}")(f)
+        f = keras.layers.Dense(units, activation=params.activation, name=f"head_{j}")(f)
     res = keras.layers.Dense(1, name="residual")(f)
     rating = keras.layers.Add(name="rating_unclipped")([base, res])
     rating = keras.layers.Reshape((), name="rating")(rating)
@@ -116,19 +116,33 @@ def rating_loss(y: Any, pred: Any) -> Any:
 
 def retrieval_loss(u: Any, v: Any, b: Any, batch: dict[str, Any], params: TwoTowerParams) -> Any:
     """In-batch sampled softmax on u·v/τ + b (minus the log-Q of each title when corrected),
-    the other rows of the same title masked out, weighted by the retrieval positives."""
+    the other rows of the same title masked out, weighted by the retrieval positives.
+
+    The batch is cut into groups of `softmax_group` rows and each row's negatives are the other
+    rows of its group (the whole batch when it is no larger), so the loss costs the same per
+    example at any batch size; a trailing partial group is its own, smaller group.
+    """
     import tensorflow as tf
 
-    logits = tf.matmul(u, v, transpose_b=True) / float(params.temperature) + b[None, :]
-    if params.logq_correction:
-        logits = logits - batch["logq"][None, :]
-    same = tf.equal(batch["ids"][:, None], batch["ids"][None, :])
-    same = tf.logical_and(same, batch["ids"][:, None] > 0)
-    eye = tf.eye(tf.shape(u)[0], dtype=tf.bool)
-    logits = tf.where(tf.logical_and(same, ~eye), -1e9, logits)
-    labels = tf.range(tf.shape(u)[0])
+    n = tf.shape(u)[0]
+    g = tf.minimum(n, max(int(params.softmax_group), 2))
+    pad = (g - n % g) % g  # padded rows: id -1, zero weight, never a positive nor a negative
+    ids = tf.pad(batch["ids"], [[0, pad]], constant_values=-1)
+    logq = tf.pad(batch["logq"], [[0, pad]]) if params.logq_correction else None
+    wpos = tf.pad(batch["pos"], [[0, pad]])
+    u, v, b = tf.pad(u, [[0, pad], [0, 0]]), tf.pad(v, [[0, pad], [0, 0]]), tf.pad(b, [[0, pad]])
+    groups = (n + pad) // g
+    grouped = [tf.reshape(x, [groups, g, -1]) for x in (u, v)]
+    ids, b, wpos = (tf.reshape(x, [groups, g]) for x in (ids, b, wpos))
+    logits = tf.matmul(*grouped, transpose_b=True) / float(params.temperature) + b[:, None, :]
+    if logq is not None:
+        logits = logits - tf.reshape(logq, [groups, g])[:, None, :]
+    same = tf.equal(ids[:, :, None], ids[:, None, :])
+    eye = tf.eye(g, dtype=tf.bool)[None]
+    masked = tf.logical_and(same, ids[:, :, None] > 0) & ~eye | (ids[:, None, :] < 0) & ~eye
+    logits = tf.where(masked, -1e9, logits)
+    labels = tf.broadcast_to(tf.range(g)[None, :], [groups, g])
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
-    wpos = batch["pos"]
     return tf.reduce_sum(ce * wpos) / tf.maximum(tf.reduce_sum(wpos), 1.0)
 
 

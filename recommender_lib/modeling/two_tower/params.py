@@ -14,12 +14,14 @@ class TwoTowerParams:
     tower_units: tuple[int, ...] = (256, 128)
     head_units: tuple[int, ...] = (128, 64)
     dropout: float = 0.1
+    activation: str = "gelu"
     user_noise: float = 0.1  # std of Gaussian noise on user features while training
     item_id_dim: int = 0  # 0 disables the item-id embedding
     item_id_dropout: float = 0.3  # share of training rows whose item id is replaced by OOV
     id_min_count: int = 1  # titles with fewer train ratings always use the OOV id
     retrieval_weight: float = 0.5
     temperature: float = 0.1
+    softmax_group: int = 512  # rows per in-batch softmax: each row's negatives are its group's
     retrieval_min_rating: float = 0.0  # retrieval positives: train pairs rated >= this
     logq_correction: bool = True
     learning_rate: float = 2e-3
@@ -36,6 +38,7 @@ class TwoTowerParams:
     jit_compile: bool = False  # XLA for the training step (slower on small CPU runs)
     in_memory_rows: int = 4_000_000  # larger train sets stream their examples in chunks
     chunk_rows: int = 1_000_000  # ratings (whole users) per streamed chunk
+    shard_dir: str = ""  # where streamed chunks are saved for later epochs ("": system temp)
     # feature transform
     item_lambda: float = 25.0
     user_lambda: float = 10.0
