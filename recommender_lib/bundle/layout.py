@@ -196,12 +196,14 @@ def assemble_bundle(
     akas: pd.DataFrame | None = None,
     approximate: bool | None = None,
     hnsw: HNSWParams | None = None,
+    model: TrainedTwoTower | None = None,
 ) -> Path:
     """Write one self-contained, hashed serving bundle to `destination` (atomically);
     `akas` (`akas_frame`) may be None: a catalogue without localized titles. `approximate`:
     None = the personal HNSW graph (`personal_index`, `hnsw` parameters) above
     `APPROXIMATE_THRESHOLD` titles, True / False = always / never; its recall check raises
-    `RecallTooLow` (a `ValueError`) below 0.98."""
+    `RecallTooLow` (a `ValueError`) below 0.98. `model`: the model of `model_dir` when the
+    caller has it loaded (else loaded here when the graph is built)."""
     Path(destination).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".bundle-parts-", dir=Path(destination).parent) as d:
         parts = Path(d)
@@ -221,7 +223,7 @@ def assemble_bundle(
         }
         personal: dict[str, Any] = {"approximate": False}
         if len(catalog) > APPROXIMATE_THRESHOLD if approximate is None else approximate:
-            model = TrainedTwoTower.load(Path(model_dir))
+            model = model or TrainedTwoTower.load(Path(model_dir))
             embeddings = ItemEmbeddings.load(Path(embeddings_path))
             index = personal_index(model, embeddings, user_features_path, user_history, hnsw)
             index.save(parts / PERSONAL_DIR)

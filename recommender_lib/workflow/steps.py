@@ -293,6 +293,7 @@ def serving_bundle(
         user_features_path=users.path,
         user_history=history,
         akas=akas,
+        model=model,
         manifest={
             "source_versions": {},
             "metrics": {},
