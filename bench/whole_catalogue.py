@@ -5,7 +5,8 @@
 1. Mirror: `--mirror` holds a generated `full` profile mirror (12 M basics rows, 1.5 M rated,
    ~49 M akas rows, 25 M MovieLens ratings); with `--generate` it is written there first
    (`python -m recommender_lib.sources.sample_data --profile full` does the same).
-2. Build (skipped when `--work`/bundle exists, unless `--rebuild`): a DuckDB warehouse file
+2. Build (skipped when `--work`/bundle exists, unless `--rebuild`; a build stopped after a
+   model was trained reuses it and its time from `<work>/stages.json`): a DuckDB warehouse file
    under `--work`, the catalogue with `CatalogFilters.whole_imdb()` (min_votes 1, every title
    type), its akas, the splits; then every step of `workflow.steps.train_and_bundle`, timed
    one by one. Training sees the ratings of one user in `--user-stride` and 1 epoch: serving
@@ -25,6 +26,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -60,21 +62,47 @@ def rss_mb(pid: int | str = "self") -> tuple[float, float]:
 
 
 class Timer:
-    """Named stage timings (wall and this process's CPU), printed as they finish."""
+    """Named stage timings (wall and this process's CPU), printed as they finish; with `path`,
+    also kept in that JSON file (so a rerun that reuses a step still reports its time)."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
         self.stages: dict[str, float] = {}
+        if path is not None and path.is_file():
+            self.stages = json.loads(path.read_text())
 
     def __call__(self, name: str, fn, *args, **kw):
         t, cpu = time.perf_counter(), time.process_time()
         out = fn(*args, **kw)
         self.stages[name] = time.perf_counter() - t
+        if self.path is not None:
+            self.path.write_text(json.dumps(self.stages))
         print(
             f"  {name}: {self.stages[name]:.1f} s wall, {time.process_time() - cpu:.1f} s CPU "
             f"(RSS peak {rss_mb()[1]:,.0f} MiB)",
             flush=True,
         )
         return out
+
+
+def reused_model(folder: Path, timer: Timer):
+    """The model a previous run of this bench trained into `folder` (its time is in the
+    timer's file), or None."""
+    from recommender_lib.modeling.two_tower.trained import TrainedTwoTower
+    from recommender_lib.workflow.steps import ModelArtefact
+
+    if not folder.is_dir() or timer.path is None:
+        return None
+    model = TrainedTwoTower.load(folder)
+    print(f"  reusing the model in {folder}", flush=True)
+    return ModelArtefact(
+        folder, model.params.to_dict(), model.info, model.history, model.ranking.describe()
+    )
+
+
+def progress(line: str) -> None:
+    """A training step's log line, as it comes."""
+    print(f"    {line}", flush=True)
 
 
 def load_warehouse(mirror_dir: Path, db: Path, user_stride: int, timer: Timer) -> None:
@@ -109,8 +137,8 @@ def build(mirror_dir: Path, work: Path, user_stride: int, epochs: int) -> dict:
     from recommender_lib.warehouse import tables as wh
     from recommender_lib.workflow import steps
 
-    timer = Timer()
     work.mkdir(parents=True, exist_ok=True)
+    timer = Timer(work / "stages.json")
     db = work / "warehouse.duckdb"
     done = False
     if db.is_file():
@@ -144,10 +172,18 @@ def build(mirror_dir: Path, work: Path, user_stride: int, epochs: int) -> dict:
         params.feature_params(),
         parts / "item_features",
     )
-    p1 = timer(
-        "train P1 model", steps.train_evaluated_model, connect, params, features, parts / "p1"
+    p1 = reused_model(parts / "p1", timer) or timer(
+        "train P1 model",
+        steps.train_evaluated_model,
+        connect,
+        params,
+        features,
+        parts / "p1",
+        progress,
     )
-    prod = timer("refit production model", steps.refit_production, connect, p1, parts / "prod")
+    prod = reused_model(parts / "prod", timer) or timer(
+        "refit production model", steps.refit_production, connect, p1, parts / "prod", progress
+    )
     emb = timer(
         "item_embeddings", steps.item_embeddings, connect, prod, parts / "item_embeddings.npz"
     )
@@ -345,6 +381,9 @@ def main() -> None:
         write_sample_mirror(args.mirror, replace(PROFILES["full"]), seed=0)
     bundle = args.work / "bundle"
     info_path = args.work / "build.json"
+    if args.rebuild:  # also retrain: drop the models and step times a previous run kept
+        shutil.rmtree(args.work / "parts", ignore_errors=True)
+        (args.work / "stages.json").unlink(missing_ok=True)
     if args.rebuild or not (bundle / "manifest.json").is_file():
         print("build", flush=True)
         info_path.write_text(

@@ -83,6 +83,21 @@ def test_recall_check_fails_the_build_when_too_low() -> None:
         build(3_000, approximate=True, hnsw=weak)
 
 
+def test_recall_check_widens_the_search_beam_before_failing(tmp_path: Path) -> None:
+    """A beam too narrow for the catalogue is doubled until recall@10 reaches the gate; the
+    graph keeps that efSearch, which the manifest records and a reload applies."""
+    vectors = clustered(20_000, seed=4)
+    graph = HNSWBackend.build(vectors, HNSWParams(ef_search=2))
+    with pytest.raises(RecallTooLow, match=r"'ef_search': 2\}"):
+        check_recall(ExactBackend(vectors), graph, max_ef_search=2)
+    recall = check_recall(ExactBackend(vectors), graph)
+    assert recall >= backends.MIN_RECALL_AT_10 and 2 < graph.params.ef_search <= 512
+    assert graph.index.hnsw.efSearch == graph.params.ef_search
+    graph.save(tmp_path)
+    loaded = HNSWBackend.load(tmp_path, graph.describe(), 20_000, vectors.shape[1])
+    assert loaded.index.hnsw.efSearch == graph.params.ef_search
+
+
 def test_filters_stay_exact_with_hnsw() -> None:
     exact = build(4_000, approximate=False, seed=2)
     approx = build(4_000, approximate=True, seed=2)

@@ -16,11 +16,13 @@ list and a long history is ranked by taste. The rule's `kind` then orders the ca
 * ``stars_in_window`` — the top `window` by retrieval, re-ordered by predicted stars;
 * ``blend`` — the top `window` by retrieval, ordered by retrieval + `star_weight` · stars.
 
-Ties go to the lower catalogue row. With an `approximate` index (`recommender_lib.index.personal`,
-built with the bundle above `APPROXIMATE_THRESHOLD` titles) each user's retrieval window comes
-from the HNSW graph's candidates, over-fetched for exclusions and filters, re-scored exactly with
-`retrieval` on those rows only; a user whose window needs more than `MAX_FETCH` candidates is
-ranked exactly. Without one (smaller catalogues) every row is scored.
+Ties go to the lower catalogue row. `rank_rules` gives `rank`'s lists under several rules from
+one pass over the catalogue (the validation rule search). With an `approximate` index
+(`recommender_lib.index.personal`, built with the bundle above `APPROXIMATE_THRESHOLD` titles)
+each user's retrieval window comes from the HNSW graph's candidates, over-fetched for exclusions
+and filters, re-scored exactly with `retrieval` on those rows only; a user whose window needs
+more than `MAX_FETCH` candidates is ranked exactly. Without one (smaller catalogues) every row
+is scored.
 
 The rule (`recommender_lib.modeling.two_tower.ranking_rule`) and its constants are chosen on
 validation (`recommender_lib.evaluation.rule_choice.choose_rule`), saved with the model and the
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from recommender_lib.modeling.two_tower.trained import TrainedTwoTower
 
 SCORE_BLOCK_CELLS = 1 << 24  # users x items scores held at once while ranking a batch
+WINDOW_MARGIN = np.float32(1e-5)  # relative slack of `rank_rules`' window bound (float rounding)
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,69 @@ class RankingEngine:
         scores += w[:, None] * self.log_popularity[None, :]
         return scores
 
+    def rank_rules(
+        self,
+        user_x: np.ndarray,
+        n_ratings: np.ndarray | Sequence[int],
+        k: int,
+        rules: Sequence[RankingRule],
+        *,
+        excluded: Sequence[np.ndarray] | None = None,
+        u: np.ndarray | None = None,
+    ) -> list[Ranked]:
+        """`rank` under each of `rules`, with one pass over the catalogue (an exact engine).
+
+        With w_lo <= w(n) <= w_hi over the rules and log popularity >= 0, a row scores at most
+        a + w_hi·p under any of them (a = u·v/τ + b), while each rule's window threshold (its
+        W-th best score, W <= the widest window) is at least the widest window's threshold at
+        w_lo: a row below that at w_hi is in no rule's window. Each rule then orders only the
+        other rows of each user, with the same float32 operations as `retrieval` (a small margin
+        on the threshold keeps rounding ties), so the lists are `rank`'s.
+        """
+        if self.approximate is not None:
+            return [self.rank(user_x, n_ratings, k, excluded=excluded, rule=r) for r in rules]
+        user_x = np.asarray(user_x, dtype=np.float32)
+        n_ratings = np.asarray(n_ratings, dtype=np.float64)
+        u = self.user_vectors(user_x) if u is None else u
+        weights = np.stack([r.popularity_weight(n_ratings).astype(np.float32) for r in rules])
+        low, high = weights.min(axis=0), weights.max(axis=0)
+        widths = [min(_window_width(rule, k), len(self)) for rule in rules]
+        tops = [np.full((len(u), width), PAD, dtype=np.int64) for width in widths]
+        top_scores = [np.full((len(u), width), np.nan) for width in widths]
+        block = max(1, SCORE_BLOCK_CELLS // max(len(self), 1))
+        for start in range(0, len(u), block):
+            rows = slice(start, start + block)
+            base = u[rows] @ self.vectors.T / np.float32(self.model.temperature)
+            base += self.biases[None, :]
+            ban = _block_mask(excluded, rows, base.shape, None)
+            floor = _top_scores(base + low[rows, None] * self.log_popularity, max(widths), ban)
+            floor -= WINDOW_MARGIN * np.maximum(1.0, np.abs(floor))
+            candidate = base + high[rows, None] * self.log_popularity >= floor[:, None]
+            if ban is not None:
+                candidate &= ~ban
+            for i, user in enumerate(range(start, start + len(base))):
+                found = np.flatnonzero(candidate[i])
+                if not found.size:
+                    continue
+                a, pop = base[i, found], self.log_popularity[found]
+                for j, width in enumerate(widths):
+                    scores = a + weights[j, user] * pop
+                    best = top_k(scores, min(width, found.size))  # ties: lower row (ascending)
+                    tops[j][user, : best.size] = found[best]
+                    top_scores[j][user, : best.size] = scores[best]
+        # Rules with the same weights share a window ordering (a narrower one is a prefix of the
+        # widest): its predicted stars (the fusion head, the costly part) are computed once.
+        widest: dict[bytes, int] = {}
+        for j, width in enumerate(widths):
+            same = widest.setdefault(weights[j].tobytes(), j)
+            if width > widths[same]:
+                widest[weights[j].tobytes()] = j
+        stars = {key: self.stars(user_x, u, tops[j]) for key, j in widest.items()}
+        return [
+            self._order(user_x, u, top, scored, k, rule, stars[w.tobytes()][:, : top.shape[1]])
+            for top, scored, rule, w in zip(tops, top_scores, rules, weights, strict=True)
+        ]
+
     def stars(self, user_x: np.ndarray, u: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Predicted stars of catalogue `rows` (n_users, N) for each user (PAD -> NaN)."""
         rows = np.asarray(rows, dtype=np.int64)
@@ -179,8 +245,7 @@ class RankingEngine:
         rule: RankingRule,
     ) -> Ranked:
         scores = self.retrieval(u, n_ratings, rule)
-        width = k if rule.kind == "retrieval" else max(rule.window, k)
-        top = _top_rows(scores, width, ban)
+        top = _top_rows(scores, _window_width(rule, k), ban)
         return self._order(user_x, u, top, _take(scores, top), k, rule)
 
     def _order(
@@ -191,11 +256,13 @@ class RankingEngine:
         top_scores: np.ndarray,
         k: int,
         rule: RankingRule,
+        stars: np.ndarray | None = None,
     ) -> Ranked:
-        """The rule's top-k of each user's retrieval window `top` (best first, PAD-padded)."""
+        """The rule's top-k of each user's retrieval window `top` (best first, PAD-padded);
+        `stars`: the window's predicted stars when already known."""
+        stars = self.stars(user_x, u, top) if stars is None else stars
         if rule.kind == "retrieval":
-            return Ranked(top, top_scores, self.stars(user_x, u, top))
-        stars = self.stars(user_x, u, top)
+            return Ranked(top, top_scores, stars)
         key = stars if rule.kind == "stars_in_window" else top_scores + rule.star_weight * stars
         order = top_k_indices(np.where(top == PAD, -np.inf, key), k, exclude=top == PAD)
         pick = np.where(order == PAD, 0, order)
@@ -215,7 +282,7 @@ class RankingEngine:
         """`rank` through the personal HNSW index: per user, the graph's candidates re-scored
         exactly; users it cannot serve within `MAX_FETCH` candidates get the exact window."""
         assert self.approximate is not None
-        width = min(k if rule.kind == "retrieval" else max(rule.window, k), len(self))
+        width = min(_window_width(rule, k), len(self))
         w = rule.popularity_weight(n_ratings).astype(np.float32)
         queries = self.approximate.augmentation.queries(u, self.model.temperature, w)
         keep = None if allowed is None else np.asarray(allowed, dtype=bool)
@@ -242,6 +309,21 @@ class RankingEngine:
         scores += self.biases[rows]
         scores += w * self.log_popularity[rows]
         return scores
+
+
+def _window_width(rule: RankingRule, k: int) -> int:
+    """Rows of the retrieval window `rule` orders to give a top-k."""
+    return k if rule.kind == "retrieval" else max(rule.window, k)
+
+
+def _top_scores(scores: np.ndarray, width: int, ban: np.ndarray | None) -> np.ndarray:
+    """Each row's `width`-th best score among rows not banned (-inf with fewer), float32."""
+    if ban is not None:
+        scores = np.where(ban, np.float32(-np.inf), scores)
+    out = np.full(len(scores), -np.inf, dtype=np.float32)
+    for r, row in enumerate(scores):
+        out[r] = row[top_k(row, width)[-1]] if width else np.inf
+    return out
 
 
 def _per_user_rows(

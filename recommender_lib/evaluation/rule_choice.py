@@ -52,19 +52,36 @@ class RankingProbe:
         ranked = engine.rank(
             self.user_x, self.n_ratings, k, excluded=self.seen, rule=rule, u=self.u
         )
+        return self._ndcg_of(ranked.rows, len(engine), k)
+
+    def ndcg_values_of_rules(
+        self, engine: RankingEngine, rules: Sequence[RankingRule], k: int = 10
+    ) -> list[np.ndarray]:
+        """`ndcg_values` of each of `rules`, ranked with one pass over the catalogue
+        (`RankingEngine.rank_rules`)."""
+        ranked = engine.rank_rules(
+            self.user_x, self.n_ratings, k, rules, excluded=self.seen, u=self.u
+        )
+        return [self._ndcg_of(r.rows, len(engine), k) for r in ranked]
+
+    def _ndcg_of(self, ranked_rows: np.ndarray, n_items: int, k: int) -> np.ndarray:
+        """NDCG@k of each user with relevant rows, given their ranked catalogue rows."""
         n_rel = np.array([len(r) for r in self.relevant])
         owner = np.repeat(np.arange(len(self.relevant)), n_rel)
-        width = max(len(engine), 1)
+        width = max(n_items, 1)
         relevant_keys = owner * width + np.concatenate([*self.relevant, np.zeros(0, np.int64)])
-        keys = np.arange(len(ranked.rows))[:, None] * width + ranked.rows
-        hits = np.isin(keys, relevant_keys) & (ranked.rows != PAD)
+        keys = np.arange(len(ranked_rows))[:, None] * width + ranked_rows
+        hits = np.isin(keys, relevant_keys) & (ranked_rows != PAD)
         values = hit_metrics(hits, n_rel, k)[f"ndcg@{k}"]
         return values[np.isfinite(values)]
 
     def ndcg(self, engine: RankingEngine, rule: RankingRule, k: int = 10) -> float:
         """Mean NDCG@k of `rule` (NaN when no user has a relevant row)."""
-        values = self.ndcg_values(engine, rule, k)
-        return float(values.mean()) if len(values) else float("nan")
+        return _mean(self.ndcg_values(engine, rule, k))
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if len(values) else float("nan")
 
 
 def rows_by_user(ratings: pd.DataFrame, user_ids: np.ndarray, items: ItemFeatures) -> list:
@@ -142,17 +159,15 @@ def choose_rule(
     tried: dict[str, float] = {}
     warm, cold = warm.embedded(engine), [probe.embedded(engine) for probe in cold]
 
-    def score(rule: RankingRule, probes: Sequence[RankingProbe]) -> float:
-        mean = float(np.mean([p.ndcg(engine, rule) for p in probes]))
-        tried[rule.describe() + ("" if len(probes) == 1 else " [warm+cold]")] = mean
-        return mean
-
     def best(rules: list[RankingRule], probes: Sequence[RankingProbe]) -> RankingRule:
-        means = [np.nan_to_num(score(r, probes), nan=-1.0) for r in rules]
-        return rules[int(np.argmax(means))]
+        per_probe = [[_mean(v) for v in p.ndcg_values_of_rules(engine, rules)] for p in probes]
+        means = np.mean(per_probe, axis=0)
+        for rule, mean in zip(rules, means, strict=True):
+            tried[rule.describe() + ("" if len(probes) == 1 else " [warm+cold]")] = float(mean)
+        return rules[int(np.argmax(np.nan_to_num(means, nan=-1.0)))]
 
     weights = sorted(POP_WEIGHTS, reverse=True)
-    values = [warm.ndcg_values(engine, RankingRule(pop_weight=w)) for w in weights]
+    values = warm.ndcg_values_of_rules(engine, [RankingRule(pop_weight=w) for w in weights])
     means = np.array([v.mean() if len(v) else -1.0 for v in values])
     for w, m in zip(weights, means, strict=True):
         tried[RankingRule(pop_weight=w).describe()] = float(m)

@@ -35,6 +35,7 @@ import numpy as np
 
 from recommender_lib.atomic import atomic_path, write_text_atomic
 from recommender_lib.index.backends import (
+    MAX_EF_SEARCH,
     MIN_RECALL_AT_10,
     OVERFETCH,
     RECALL_QUERIES,
@@ -46,6 +47,7 @@ from recommender_lib.index.backends import (
     RecallTooLow,
     filtered_candidates,
     top_k,
+    widened_recall,
 )
 from recommender_lib.modeling.features.items import ItemFeatures
 
@@ -54,7 +56,7 @@ PERSONAL_INDEX_VERSION = 1
 HEAD_FILE = "head.npy"
 # efSearch 128 (content: 64): at 80 k synthetic titles 64 gave recall@10 0.980 with the head,
 # too close to the gate; 128 gave 0.994 (`bench/personal_retrieval.py`, BENCHMARKS.md).
-PERSONAL_HNSW = HNSWParams(ef_search=128)
+PERSONAL_HNSW = HNSWParams(ef_construction=64, ef_search=128)
 EXTRA_COLUMNS = 3  # bias, popularity, MIPS padding
 HEAD_ROWS = 64  # titles proposed per popularity weight, whatever the user
 HEAD_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, np.inf)  # inf: by popularity alone
@@ -222,29 +224,35 @@ def check_personal_recall(
     *,
     k: int = 10,
     minimum: float = MIN_RECALL_AT_10,
+    max_ef_search: int = MAX_EF_SEARCH,
 ) -> float:
     """Recall@k of the engine's approximate path (graph candidates re-scored exactly, no
     exclusions) against exact top-k for augmented `queries` (`Augmentation.queries` of
-    seeded users); a candidate scoring within the tie tolerance of the exact k-th best is a
-    hit. Stored on the graph and returned; `RecallTooLow` below `minimum`."""
+    seeded users), efSearch widened up to `max_ef_search` (`widened_recall`); a candidate
+    scoring within the tie tolerance of the exact k-th best is a hit. Stored on the graph
+    and returned; `RecallTooLow` below `minimum`."""
     items = index.augmentation.items(
         np.asarray(vectors, np.float32), np.asarray(biases, np.float32), log_pop
     )
     want, _ = ExactBackend(items).search(queries, k)
-    hits = possible = 0
     no_exclusions = np.zeros(0, dtype=np.int64)
-    for q, truth in zip(queries, want, strict=True):
-        wanted = int(np.isfinite(truth).sum())
-        rows = index.candidates(q, wanted, None, no_exclusions) if wanted else None
-        if rows is None:  # no filters here: a graph that cannot return k rows is broken
+
+    def measure() -> float:
+        hits = possible = 0
+        for q, truth in zip(queries, want, strict=True):
+            wanted = int(np.isfinite(truth).sum())
+            rows = index.candidates(q, wanted, None, no_exclusions) if wanted else None
+            if rows is None:  # no filters here: a graph that cannot return k rows is broken
+                possible += wanted
+                continue
+            scores = items[rows] @ q
+            got = scores[np.lexsort((rows, -scores))[:wanted]]
+            kth = float(truth[wanted - 1])
+            hits += int((got >= kth - TIE_TOLERANCE * max(1.0, abs(kth))).sum())
             possible += wanted
-            continue
-        scores = items[rows] @ q
-        got = scores[np.lexsort((rows, -scores))[:wanted]]
-        kth = float(truth[wanted - 1])
-        hits += int((got >= kth - TIE_TOLERANCE * max(1.0, abs(kth))).sum())
-        possible += wanted
-    recall = hits / possible if possible else 1.0
+        return hits / possible if possible else 1.0
+
+    recall = widened_recall(index.graph, measure, minimum, max_ef_search)
     if recall < minimum:
         raise RecallTooLow(
             f"personal HNSW recall@{k} {recall:.4f} on {len(queries)} seeded user queries is "
