@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import multiprocessing
+import json
 import os
 import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -166,19 +167,38 @@ def test_concurrent_writers_from_threads(url: str) -> None:
         assert len(stored) == 201 and len({e.event_id for e in stored}) == 201
 
 
-def _write_in_process(url: str, worker: int) -> list[str]:
-    with FeedbackStore.open(url) as store:
-        out: list[str] = []
-        for batch in range(5):
-            out += store.add([event(f"p{worker}-{batch}-{i}") for i in range(10)] + [event("x")])
-        return out
+# One writer process: 5 batches of 10 new events plus one event every batch repeats ("ev-x").
+_WRITER = """
+import json, sys, time
+from recommender_lib.sources.feedback import FeedbackEvent, FeedbackStore
+url, worker = sys.argv[1], int(sys.argv[2])
+out = []
+with FeedbackStore.open(url) as store:
+    for batch in range(5):
+        names = [f"p{worker}-{batch}-{i}" for i in range(10)] + ["x"]
+        at = int(time.time()) - 60
+        out += store.add(
+            [FeedbackEvent(f"ev-{n}", "alice", "tt0114709", 1, "rating", 4.0, at) for n in names]
+        )
+print(json.dumps(out))
+"""
 
 
 def test_concurrent_writers_from_processes(url: str) -> None:
+    """Two interpreters write at once (plain subprocesses: a stuck or dead writer fails the
+    test within its timeout instead of hanging a process pool)."""
     FeedbackStore.open(url).close()
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(2) as pool:
-        outs = pool.starmap(_write_in_process, [(url, 0), (url, 1)])
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, url, str(worker)], stdout=subprocess.PIPE, text=True
+        )
+        for worker in (0, 1)
+    ]
+    outs = []
+    for writer in writers:
+        stdout, _ = writer.communicate(timeout=300)
+        assert writer.returncode == 0
+        outs.append(json.loads(stdout.strip().splitlines()[-1]))
     flat = [r for out in outs for r in out]
     assert flat.count("accepted") == 2 * 5 * 10 + 1
     with FeedbackStore.open(url) as store:
