@@ -20,11 +20,11 @@ import argparse
 import json
 import tempfile
 import time
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from training_speed import _prepare
 
 from recommender_lib.engine.ranking import RankingEngine
 from recommender_lib.evaluation import rule_choice
@@ -42,17 +42,13 @@ CHEAP_SHAPE = {"tower_units": [128], "head_units": [64], "batch_size": 1024, "so
 
 
 def _warehouse(args: argparse.Namespace, scratch: Path) -> Path:
-    release = args.movielens
-    if release is None:
-        with zipfile.ZipFile(args.zip) as z:
-            z.extractall(scratch / "release")
-        release = next(p.parent for p in (scratch / "release").rglob("ratings.csv"))
-    db = scratch / "warehouse.duckdb"
-    conn = warehouse.connect(db)
-    warehouse.load_movielens_release(conn, release)
-    conn.execute(f"DELETE FROM movielens_ratings WHERE user_id % {args.user_stride} <> 0")
-    splits.build_splits(conn)
-    conn.close()
+    """`training_speed`'s warehouse file, then one user in `--user-stride` kept (splits rebuilt)."""
+    db, _ = _prepare(args, scratch)
+    if args.user_stride > 1:
+        conn = warehouse.connect(db)
+        conn.execute(f"DELETE FROM movielens_ratings WHERE user_id % {args.user_stride} <> 0")
+        splits.build_splits(conn)
+        conn.close()
     return db
 
 
