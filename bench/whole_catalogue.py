@@ -93,11 +93,8 @@ def reused_model(folder: Path, timer: Timer):
 
     if not folder.is_dir() or timer.path is None:
         return None
-    model = TrainedTwoTower.load(folder)
     print(f"  reusing the model in {folder}", flush=True)
-    return ModelArtefact(
-        folder, model.params.to_dict(), model.info, model.history, model.ranking.describe()
-    )
+    return ModelArtefact.of(TrainedTwoTower.load(folder), folder)
 
 
 def progress(line: str) -> None:

@@ -318,12 +318,11 @@ def _window_width(rule: RankingRule, k: int) -> int:
 
 def _top_scores(scores: np.ndarray, width: int, ban: np.ndarray | None) -> np.ndarray:
     """Each row's `width`-th best score among rows not banned (-inf with fewer), float32."""
-    if ban is not None:
-        scores = np.where(ban, np.float32(-np.inf), scores)
-    out = np.full(len(scores), -np.inf, dtype=np.float32)
-    for r, row in enumerate(scores):
-        out[r] = row[top_k(row, width)[-1]] if width else np.inf
-    return out
+    if width < 1 or scores.shape[1] == 0:
+        return np.full(len(scores), -np.inf, dtype=np.float32)
+    last = _top_rows(scores, width, ban)[:, -1]
+    found = np.take_along_axis(scores, np.maximum(last, 0)[:, None], axis=1)[:, 0]
+    return np.where(last == PAD, np.float32(-np.inf), found).astype(np.float32)
 
 
 def _per_user_rows(

@@ -118,6 +118,11 @@ class ModelArtefact:
         """Save `model` into a new folder, atomically."""
         with atomic_path(folder) as tmp:
             model.save(tmp)
+        return cls.of(model, folder)
+
+    @classmethod
+    def of(cls, model: TrainedTwoTower, folder: Path) -> ModelArtefact:
+        """The artefact of `model`, saved in `folder`."""
         params, rule = model.params.to_dict(), model.ranking.describe()
         return cls(folder, params, model.info, model.history, rule)
 
