@@ -173,13 +173,15 @@ class RankingEngine:
                     tops[j][user, : best.size] = found[best]
                     top_scores[j][user, : best.size] = scores[best]
         # Rules with the same weights share a window ordering (a narrower one is a prefix of the
-        # widest): its predicted stars (the fusion head, the costly part) are computed once.
+        # widest), and the windows of different weights overlap: the predicted stars (the fusion
+        # head, the costly part) are computed once per distinct (user, row) of all windows.
         widest: dict[bytes, int] = {}
         for j, width in enumerate(widths):
             same = widest.setdefault(weights[j].tobytes(), j)
             if width > widths[same]:
                 widest[weights[j].tobytes()] = j
-        stars = {key: self.stars(user_x, u, tops[j]) for key, j in widest.items()}
+        shared = self._shared_stars(user_x, u, [tops[j] for j in widest.values()])
+        stars = dict(zip(widest, shared, strict=True))
         return [
             self._order(user_x, u, top, scored, k, rule, stars[w.tobytes()][:, : top.shape[1]])
             for top, scored, rule, w in zip(tops, top_scores, rules, weights, strict=True)
@@ -199,6 +201,23 @@ class RankingEngine:
         pred = self.model.head_predict(u[user_of], self.vectors[flat], base)
         out[valid] = np.clip(pred, MIN_STARS, MAX_STARS)
         return out
+
+    def _shared_stars(
+        self, user_x: np.ndarray, u: np.ndarray, windows: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
+        """`stars` of each of `windows` (n_users, N_j each), the fusion head run once per
+        distinct (user, catalogue row) among them."""
+        stack = np.concatenate([np.asarray(w, dtype=np.int64) for w in windows], axis=1)
+        out = np.full(stack.shape, np.nan, dtype=np.float64)
+        valid = stack != PAD
+        if valid.any():
+            keys = (np.arange(len(stack), dtype=np.int64)[:, None] * len(self) + stack)[valid]
+            pairs, inverse = np.unique(keys, return_inverse=True)
+            user_of, rows = np.divmod(pairs, len(self))
+            base = baseline_prediction(user_x[user_of], self.item_bias[rows], self.model.transform)
+            pred = self.model.head_predict(u[user_of], self.vectors[rows], base)
+            out[valid] = np.clip(pred, MIN_STARS, MAX_STARS)[inverse]
+        return np.split(out, np.cumsum([w.shape[1] for w in windows])[:-1], axis=1)
 
     def rank(
         self,

@@ -23,12 +23,13 @@ from recommender_lib.modeling.features.transform import (
 )
 from recommender_lib.modeling.features.users import user_feature_matrix
 from recommender_lib.modeling.two_tower.dataset import (
+    Batches,
     ExampleBuilder,
     ExampleStream,
     item_id_index,
     item_inputs,
     streams,
-    training_dataset,
+    training_batches,
 )
 from recommender_lib.modeling.two_tower.networks import (
     Networks,
@@ -113,12 +114,12 @@ class _EarlyStopping:
 
 @dataclass(frozen=True)
 class _Setup:
-    """What one training run iterates: the networks, the batches, the traced step."""
+    """What one training run iterates: the networks, each epoch's batches, the traced step."""
 
     item_index: np.ndarray
     nets: Networks
     stream: ExampleStream | None
-    ds: Any
+    batches: Batches
     step: Callable[[Any], tuple[Any, Any]]
 
     @classmethod
@@ -130,7 +131,7 @@ class _Setup:
         p: TwoTowerParams,
         log: Callable[[str], None] | None,
     ) -> _Setup:
-        """Examples (in memory or streamed), networks, optimizer, tf.data and the step."""
+        """Examples (in memory or streamed), networks, optimizer, batches and the step."""
         item_index = item_id_index(items, p.id_min_count)
         idx = items.index_of(train["movie_id"].to_numpy())
         if (idx < 0).any():
@@ -141,8 +142,8 @@ class _Setup:
         nets = build_networks(len(transform.user_columns), items.matrix.shape[1], n_ids, p)
         steps = max(len(train) // p.batch_size, 1) if stream is None else stream.steps_per_epoch
         opt = _optimizer(p, steps)
-        ds = training_dataset(train, idx, build, stream)
-        return cls(item_index, nets, stream, ds, _train_step(nets, opt, p))
+        batches = training_batches(train, idx, build, stream)
+        return cls(item_index, nets, stream, batches, _train_step(nets, opt, p))
 
 
 def _devices() -> list[str]:
@@ -170,12 +171,18 @@ def _optimizer(p: TwoTowerParams, steps_per_epoch: int) -> Any:
 
 
 def _train_step(nets: Networks, opt: Any, p: TwoTowerParams) -> Callable[[Any], tuple[Any, Any]]:
-    """The traced step: `compute_loss`, its gradient, one optimizer update -> (mse, retrieval)."""
+    """The traced step: `compute_loss`, its gradient, one optimizer update -> (mse, retrieval).
+
+    The optimizer's slots are built first and the step is traced without AutoGraph (it has no
+    tensor-dependent Python control flow): tracing once, not twice with the slots created
+    inside the first, takes ~1.5 s instead of ~5 s on ml-latest-small.
+    """
     import tensorflow as tf
 
     variables = nets["model"].trainable_variables
+    opt.build(variables)
 
-    @tf.function(reduce_retracing=True, jit_compile=p.jit_compile)
+    @tf.function(reduce_retracing=True, jit_compile=p.jit_compile, autograph=False)
     def train_step(batch: dict[str, Any]) -> tuple[Any, Any]:
         with tf.GradientTape() as tape:
             loss, mse, ret = compute_loss(nets, batch, p)
@@ -186,10 +193,10 @@ def _train_step(nets: Networks, opt: Any, p: TwoTowerParams) -> Callable[[Any], 
     return train_step
 
 
-def _epoch(ds: Any, step: Callable[[Any], tuple[Any, Any]]) -> tuple[float, float]:
+def _epoch(batches: Iterable[Any], step: Callable[[Any], tuple[Any, Any]]) -> tuple[float, float]:
     """One pass over the batches: (mean rating MSE, mean retrieval loss)."""
     mses, rets = [], []
-    for batch in ds:
+    for batch in batches:
         m, r = step(batch)
         mses.append(float(m))
         rets.append(float(r))
@@ -246,7 +253,7 @@ def fit(
     try:
         for epoch in range(fixed_epochs or p.epochs):
             te = time.perf_counter()
-            mse, ret = _epoch(run.ds, run.step)
+            mse, ret = _epoch(run.batches(epoch), run.step)
             history["loss_mse"].append(mse)
             history["loss_retrieval"].append(ret)
             tv = time.perf_counter()
