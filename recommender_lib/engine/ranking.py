@@ -196,11 +196,16 @@ class RankingEngine:
         if not valid.any():
             return out
         user_of = np.repeat(np.arange(n), width)[valid.ravel()]
-        flat = rows[valid]
-        base = baseline_prediction(user_x[user_of], self.item_bias[flat], self.model.transform)
-        pred = self.model.head_predict(u[user_of], self.vectors[flat], base)
-        out[valid] = np.clip(pred, MIN_STARS, MAX_STARS)
+        out[valid] = self._pair_stars(user_x, u, user_of, rows[valid])
         return out
+
+    def _pair_stars(
+        self, user_x: np.ndarray, u: np.ndarray, user_of: np.ndarray, rows: np.ndarray
+    ) -> np.ndarray:
+        """Predicted stars (clipped) of user `user_of[i]` for catalogue row `rows[i]`."""
+        base = baseline_prediction(user_x[user_of], self.item_bias[rows], self.model.transform)
+        pred = self.model.head_predict(u[user_of], self.vectors[rows], base)
+        return np.clip(pred, MIN_STARS, MAX_STARS)
 
     def _shared_stars(
         self, user_x: np.ndarray, u: np.ndarray, windows: Sequence[np.ndarray]
@@ -213,10 +218,7 @@ class RankingEngine:
         if valid.any():
             keys = (np.arange(len(stack), dtype=np.int64)[:, None] * len(self) + stack)[valid]
             pairs, inverse = np.unique(keys, return_inverse=True)
-            user_of, rows = np.divmod(pairs, len(self))
-            base = baseline_prediction(user_x[user_of], self.item_bias[rows], self.model.transform)
-            pred = self.model.head_predict(u[user_of], self.vectors[rows], base)
-            out[valid] = np.clip(pred, MIN_STARS, MAX_STARS)[inverse]
+            out[valid] = self._pair_stars(user_x, u, *np.divmod(pairs, len(self)))[inverse]
         return np.split(out, np.cumsum([w.shape[1] for w in windows])[:-1], axis=1)
 
     def rank(
