@@ -169,19 +169,17 @@ def test_concurrent_writers_from_threads(url: str) -> None:
 
 # One writer process: 5 batches of 10 new events plus one event every batch repeats ("ev-x").
 _WRITER = """
-import json, sys, time
-from recommender_lib.sources.feedback import FeedbackEvent, FeedbackStore
+import json, sys
+from recommender_lib.sources.feedback import FeedbackStore
+from tests.test_feedback_store import event
 url, worker = sys.argv[1], int(sys.argv[2])
 out = []
 with FeedbackStore.open(url) as store:
     for batch in range(5):
-        names = [f"p{worker}-{batch}-{i}" for i in range(10)] + ["x"]
-        at = int(time.time()) - 60
-        out += store.add(
-            [FeedbackEvent(f"ev-{n}", "alice", "tt0114709", 1, "rating", 4.0, at) for n in names]
-        )
+        out += store.add([event(f"p{worker}-{batch}-{i}") for i in range(10)] + [event("x")])
 print(json.dumps(out))
 """
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_concurrent_writers_from_processes(url: str) -> None:
@@ -190,7 +188,10 @@ def test_concurrent_writers_from_processes(url: str) -> None:
     FeedbackStore.open(url).close()
     writers = [
         subprocess.Popen(
-            [sys.executable, "-c", _WRITER, url, str(worker)], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", _WRITER, url, str(worker)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO_ROOT,
         )
         for worker in (0, 1)
     ]
