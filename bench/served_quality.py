@@ -10,7 +10,8 @@
    exactly the MovieLens movies.
 3. `dagster job execute -j full_refresh` runs every asset and check on them (a fresh
    `DAGSTER_HOME`, warehouse and MLflow store under `<workdir>/data`), which registers the bundle
-   and moves the `champion` alias.
+   and moves the `champion` alias; `--model JSON` sets the `two_tower_model` asset's config
+   (e.g. another seed or shape; the production refit follows it).
 4. `uvicorn serving.app:app` serves the champion on 127.0.0.1; `measure_served` asks it for
    every warm user's top-10, the held-out ratings' predictions and the cold users' top-10 from
    3/5/10 revealed ratings, and computes most-popular and EASE offline on the same rows.
@@ -38,6 +39,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -121,12 +123,16 @@ def start(cmd: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Pope
         )  # fmt: skip
 
 
-def run_platform(env: dict[str, str], workdir: Path, procs: list[subprocess.Popen]) -> float:
-    """`full_refresh` with the catalogue limited to MovieLens titles; returns its wall time."""
+def run_platform(
+    env: dict[str, str], workdir: Path, procs: list[subprocess.Popen], model: dict[str, Any]
+) -> float:
+    """`full_refresh` with the catalogue limited to MovieLens titles and `model` as the
+    `two_tower_model` asset's config overrides; returns its wall time."""
+    ops: dict[str, Any] = {"catalog": {"config": {"min_votes": NO_IMDB_ONLY_TITLES}}}
+    if model:
+        ops["two_tower_model"] = {"config": model}
     config = workdir / "run_config.yaml"
-    config.write_text(
-        json.dumps({"ops": {"catalog": {"config": {"min_votes": NO_IMDB_ONLY_TITLES}}}}) + "\n"
-    )  # JSON is YAML
+    config.write_text(json.dumps({"ops": ops}) + "\n")  # JSON is YAML
     cmd = [tool("dagster"), "job", "execute", "-m", "orchestration.definitions",
            "-j", "full_refresh", "-c", str(config)]  # fmt: skip
     log = workdir / "platform.log"
@@ -171,6 +177,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--port", type=int, help="API port on 127.0.0.1 (default: a free one)")
     parser.add_argument("--seed", type=int, default=0, help="cold-user draw (splits.py P2)")
+    parser.add_argument(
+        "--model", type=json.loads, default={}, metavar="JSON",
+        help="`two_tower_model` asset config overrides (TwoTowerConfig), e.g. '{\"seed\": 1}'",
+    )  # fmt: skip
     args = parser.parse_args()
     command = shlex.join([".venv/bin/python", "bench/served_quality.py", *sys.argv[1:]])
 
@@ -197,7 +207,7 @@ def main() -> None:
                 cwd=REPO, check=True,
             )  # fmt: skip
         env = platform_env(workdir, held.zip_path, mirror)
-        platform_s = run_platform(env, workdir, procs)
+        platform_s = run_platform(env, workdir, procs, args.model)
         print(f"platform: full_refresh took {platform_s:.0f} s", flush=True)
 
         base_url, ready_s = serve(env, workdir, args.port or free_port(), procs)

@@ -15,6 +15,8 @@ peak RSS are reported; examples/s = P1 train rows x epochs run / the training st
 (start-up, validation passes and the rule choice included), and over the epochs alone. Quality:
 the best validation RMSE, and P1 test RMSE / NDCG@10 of the trained model through the serving
 engine (`evaluate_all`, docs/architecture.md §6). Ratios are against the first `--params`.
+`--seeds` trains each `--params` once per model seed (initialisation, shuffling, dropout) and adds
+each setting's mean and standard deviation over them: the noise a quality difference is judged by.
 """
 
 import argparse
@@ -22,6 +24,7 @@ import json
 import multiprocessing
 import os
 import resource
+import statistics
 import sys
 import tempfile
 import threading
@@ -200,6 +203,35 @@ def _print_table(results: list[dict[str, Any]]) -> None:
         )
 
 
+def _mean_sd(values: list[float], fmt: str) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):{fmt}} ± {sd:{fmt}}"
+
+
+def _print_seed_summary(results: list[dict[str, Any]]) -> None:
+    """Each setting's mean ± standard deviation over its seeds (ratios of the means)."""
+    settings: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        settings.setdefault(r["setting"], []).append(r)
+    first = next(iter(settings.values()))
+    base = statistics.mean(r["loop_examples_per_s"] for r in first)
+    head = (
+        "| params | seeds | epochs | examples/s (epochs) | vs first | best val RMSE "
+        "| P1 test RMSE | P1 test NDCG@10 |"
+    )
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for label, runs in settings.items():
+        speed = [r["loop_examples_per_s"] for r in runs]
+        print(
+            f"| `{label}` | {len(runs)} | {_mean_sd([r['epochs'] for r in runs], '.1f')} "
+            f"| {_mean_sd(speed, ',.0f')} | {statistics.mean(speed) / base:.2f}x "
+            f"| {_mean_sd([r['val_rmse'] for r in runs], '.4f')} "
+            f"| {_mean_sd([r['test_rmse'] for r in runs], '.4f')} "
+            f"| {_mean_sd([r['test_ndcg10'] for r in runs], '.4f')} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
@@ -217,24 +249,35 @@ def main() -> None:
         help="run the first --params with recommender_lib imported from this source tree (e.g. "
         "a `git worktree` of an earlier commit), so before and after are measured in one run",
     )  # fmt: skip
+    parser.add_argument(
+        "--seeds", metavar="N,N,...",
+        help="train each --params once per model seed and summarise mean ± sd per setting",
+    )  # fmt: skip
     args = parser.parse_args()
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [None]
 
     results = []
     with tempfile.TemporaryDirectory(dir=args.scratch) as tmp:
         db, n = _prepare(args, Path(tmp))
-        for n_run, label in enumerate(args.params or ["{}"]):
-            overrides = PREVIOUS_DEFAULTS if label == "previous" else json.loads(label)
+        for n_setting, setting in enumerate(args.params or ["{}"]):
+            overrides = PREVIOUS_DEFAULTS if setting == "previous" else json.loads(setting)
             if args.epochs:
                 overrides = {**overrides, "epochs": args.epochs, "patience": args.epochs}
-            params = {**TwoTowerParams().to_dict(), **overrides}
-            _log(f"training with {label}")
-            with tempfile.TemporaryDirectory(dir=tmp) as run:
-                code = args.baseline_code if n_run == 0 else None
-                results.append(_result(label, db, params, Path(run), code))
-                if code is not None:
-                    results[-1]["params"] += f" (code at {code})"
+            code = args.baseline_code if n_setting == 0 else None
+            label = setting + (f" (code at {code})" if code is not None else "")
+            for seed in seeds:
+                params = {**TwoTowerParams().to_dict(), **overrides}
+                if seed is not None:
+                    params["seed"] = seed
+                run_label = label + (f", seed {seed}" if seed is not None else "")
+                _log(f"training with {run_label}")
+                with tempfile.TemporaryDirectory(dir=tmp) as run:
+                    results.append(_result(run_label, db, params, Path(run), code))
+                results[-1]["setting"] = label
     print(f"ratings {n:,}; P1 train rows {results[0]['rows']:,}")
     _print_table(results)
+    if args.seeds:
+        _print_seed_summary(results)
 
 
 if __name__ == "__main__":

@@ -76,11 +76,13 @@ class TwoTowerConfig(dg.Config):
     tower_units: list[int] = list(_DEFAULTS.tower_units)
     head_units: list[int] = list(_DEFAULTS.head_units)
     dropout: float = _DEFAULTS.dropout
+    user_noise: float = _DEFAULTS.user_noise  # std of the training-time noise on user features
     activation: str = _DEFAULTS.activation
     retrieval_weight: float = _DEFAULTS.retrieval_weight
     temperature: float = _DEFAULTS.temperature
     softmax_group: int = _DEFAULTS.softmax_group  # rows per in-batch softmax (its negatives)
     learning_rate: float = _DEFAULTS.learning_rate
+    weight_decay: float = _DEFAULTS.weight_decay
     batch_size: int = _DEFAULTS.batch_size
     epochs: int = _DEFAULTS.epochs
     patience: int = _DEFAULTS.patience
