@@ -26,8 +26,9 @@ from recommender_lib.modeling.features.users import training_user_features, user
 from recommender_lib.modeling.two_tower.params import TwoTowerParams
 
 Seed = int | Sequence[int]  # a numpy.random.default_rng seed
-VECTORS = ("base", "y", "pos", "logq")  # float32 (rows,) example arrays beside ux, ix, ids
-EXAMPLE_ARRAYS = ("ux", "ix", "ids", *VECTORS)
+# The arrays of a chunk's examples (saved as its shards): feature matrices, item ids (int32),
+# and float32 (rows,) vectors.
+EXAMPLE_ARRAYS = ("ux", "ix", "ids", "base", "y", "pos", "logq")
 PREFETCH_BATCHES = 2  # batches prepared ahead of the training step
 
 
@@ -190,14 +191,9 @@ def training_batches(
 
     In memory (no `stream`): a tf.data pipeline over the examples as tensors shuffles (cached)
     row indices, batches them, gathers each batch (10x faster than shuffling 70k dict elements
-    one by one) and prefetches; tf.data's autotuning is off (on a 2-core machine it left about
-    40 % of the epochs running on one core: 5.1 s instead of 2.5-3.5 s on ml-latest-small, the
-    same CPU time; none in 24 epochs without it; the batches do not depend on it).
-
-    Streamed: the stream's numpy batches go to the step as they are, without tf.data (through
-    `Dataset.from_generator`, the first 4 M rows of a 25 M-rating epoch trained at 27 k
-    examples/s with 260 s of CPU; as plain batches at 49 k with 141 s, the chunk builder
-    included).
+    one by one) and prefetches, with tf.data's autotuning off. Streamed: the stream's numpy
+    batches go to the step as they are, without tf.data. Why, measured: docs/architecture.md
+    §6.7 and BENCHMARKS.md.
     """
     p = build.p
     drop_rate = float(p.item_id_dropout)
