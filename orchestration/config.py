@@ -90,6 +90,7 @@ class TwoTowerConfig(dg.Config):
     in_memory_rows: int = _DEFAULTS.in_memory_rows  # above: examples streamed in user chunks
     chunk_rows: int = _DEFAULTS.chunk_rows
     shard_dir: str = _DEFAULTS.shard_dir  # streamed chunks' scratch folder ("": system temp)
+    op_threads: int = _DEFAULTS.op_threads  # CPU threads per TensorFlow op (0: one per core)
 
     def to_lib(self) -> TwoTowerParams:
         return TwoTowerParams.from_dict(self.model_dump())

@@ -14,7 +14,13 @@ from recommender_lib.engine.ranking import RankingEngine
 from recommender_lib.evaluation.protocols import EngineRanking
 from recommender_lib.modeling.features.fit import fit_features
 from recommender_lib.modeling.splits import P1, load_split
-from recommender_lib.modeling.two_tower.dataset import ExampleBuilder, ExampleStream, item_id_index
+from recommender_lib.modeling.two_tower.dataset import (
+    ExampleBuilder,
+    ExampleStream,
+    item_id_index,
+    streams,
+    training_batches,
+)
 from recommender_lib.modeling.two_tower.networks import retrieval_loss
 from recommender_lib.modeling.two_tower.params import TwoTowerParams
 from recommender_lib.modeling.two_tower.ranking_rule import RankingRule
@@ -161,6 +167,33 @@ def test_streamed_training(data, tmp_path: Path) -> None:
     assert model.info["ndcg_users"] == validation["user_id"].nunique()  # below the sample size
 
 
+@pytest.mark.parametrize("in_memory_rows", [4_000_000, 1_000], ids=["in_memory", "streamed"])
+def test_user_noise_is_drawn_in_the_batches(data, tmp_path: Path, in_memory_rows: int) -> None:
+    """The batches carry the user features blurred by centred noise of std `user_noise`, drawn
+    beside the step; every other array is the noiseless batch's."""
+    conn, train, _, _ = data
+
+    def first_batch(noise: float) -> dict[str, np.ndarray]:
+        chunks = {"in_memory_rows": in_memory_rows, "chunk_rows": 2_000, "shard_dir": str(tmp_path)}
+        p = TwoTowerParams(**{**TINY.to_dict(), **chunks, "user_noise": noise})
+        transform, items = fit_features(conn, train, p)
+        idx = items.index_of(train["movie_id"].to_numpy())
+        build = ExampleBuilder.for_train(idx, items, transform, p, item_id_index(items, 1))
+        stream = ExampleStream(train, idx, build, p, None) if streams(len(train), p) else None
+        try:
+            batch = next(iter(training_batches(train, idx, build, stream)(0)))
+        finally:
+            if stream is not None:
+                stream.close()
+        return {name: np.asarray(a) for name, a in batch.items()}
+
+    clean, noisy = first_batch(0.0), first_batch(0.5)
+    blur = noisy["ux"] - clean["ux"]
+    assert abs(blur.mean()) < 0.02 and blur.std() == pytest.approx(0.5, rel=0.05)
+    for name in clean.keys() - {"ux"}:
+        np.testing.assert_array_equal(noisy[name], clean[name])
+
+
 def test_streamed_epochs_see_the_same_examples(data, tmp_path: Path) -> None:
     """Epoch 2 reads the shards epoch 1 built: the same examples, in another order."""
     conn, train, _, _ = data
@@ -247,5 +280,16 @@ def test_import_does_not_load_tensorflow() -> None:
     code = (
         f"import sys, {', '.join(modules)}; "
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+def test_op_threads_are_set_before_tensorflow_starts_and_reported_after() -> None:
+    code = (
+        "import tensorflow as tf; "
+        "from recommender_lib.modeling.two_tower.fit import _use_op_threads; "
+        "logs = []; assert _use_op_threads(1, logs.append) == 1 and not logs; "
+        "tf.constant(1.0) + 1.0; "  # TensorFlow starts: its thread pools are fixed
+        "assert _use_op_threads(2, logs.append) == 1 and 'not applied' in logs[0]"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

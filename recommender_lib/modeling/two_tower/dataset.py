@@ -187,7 +187,9 @@ def training_batches(
     train: pd.DataFrame, idx: np.ndarray, build: ExampleBuilder, stream: ExampleStream | None
 ) -> Batches:
     """Each epoch's training batches over `train` (catalogue positions `idx`), every batch with
-    `ids_in`: its item ids, a random `item_id_dropout` share of them replaced by the OOV id 0.
+    `ids_in`: its item ids, a random `item_id_dropout` share of them replaced by the OOV id 0,
+    and its user features blurred by Gaussian noise of std `user_noise` (curbs memorising
+    users), drawn with the batch: in memory, by the prefetching tf.data map, off the step's path.
 
     In memory (no `stream`): a tf.data pipeline over the examples as tensors shuffles (cached)
     row indices, batches them, gathers each batch (10x faster than shuffling 70k dict elements
@@ -196,7 +198,7 @@ def training_batches(
     §6.7 and BENCHMARKS.md.
     """
     p = build.p
-    drop_rate = float(p.item_id_dropout)
+    drop_rate, noise = float(p.item_id_dropout), float(p.user_noise)
     if stream is not None:
 
         def streamed(epoch: int) -> Iterator[dict[str, np.ndarray]]:
@@ -204,6 +206,8 @@ def training_batches(
             for batch in stream.batches(epoch):
                 keep = rng.random(len(batch["ids"])) >= drop_rate
                 batch["ids_in"] = np.where(keep, batch["ids"], 0).astype(np.int32)
+                if noise > 0:  # the batch's rows are a copy
+                    batch["ux"] += noise * rng.standard_normal(batch["ux"].shape, np.float32)
                 yield batch
 
         return streamed
@@ -217,6 +221,8 @@ def training_batches(
         batch = {name: tf.gather(t, rows) for name, t in tensors.items()}
         keep = tf.random.uniform(tf.shape(batch["ids"]), seed=p.seed) >= drop_rate
         batch["ids_in"] = tf.where(keep, batch["ids"], tf.zeros_like(batch["ids"]))
+        if noise > 0:  # op seed: a stream apart from the id dropout's
+            batch["ux"] += tf.random.normal(tf.shape(batch["ux"]), stddev=noise, seed=p.seed + 1)
         return batch
 
     ds = tf.data.Dataset.range(len(train)).cache()

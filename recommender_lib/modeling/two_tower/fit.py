@@ -154,6 +154,21 @@ def _devices() -> list[str]:
     return [d.name for d in tf.config.list_logical_devices("GPU")] or ["CPU"]
 
 
+def _use_op_threads(n: int, log: Callable[[str], None] | None) -> int:
+    """Run each TensorFlow op on `n` CPU threads (0: TensorFlow's default, one per core) if
+    TensorFlow has not started in this process (its thread pools are fixed from then on); the
+    setting in force. One thread per op lets the towers' many small ops run side by side on the
+    inter-op threads instead (measured: BENCHMARKS.md, "Training throughput")."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(max(n, 0))
+    except RuntimeError:
+        if log:
+            log(f"op_threads={n} not applied: TensorFlow has already started in this process")
+    return int(tf.config.threading.get_intra_op_parallelism_threads())
+
+
 def _n_ids(item_index: np.ndarray) -> int:
     return int(item_index.max()) if len(item_index) else 0
 
@@ -236,6 +251,7 @@ def fit(
     import keras
 
     p = params or TwoTowerParams()
+    op_threads = _use_op_threads(p.op_threads, log)
     keras.utils.set_random_seed(p.seed)
     t0 = time.perf_counter()
     train = check_ratings(train)
@@ -286,5 +302,6 @@ def fit(
         "train_seconds": round(time.perf_counter() - t0, 2),
         "n_item_ids": _n_ids(run.item_index),
         "devices": _devices(),
+        "op_threads": op_threads,
     }
     return snapshot(info, ranking or RankingRule())

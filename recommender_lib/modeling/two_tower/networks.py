@@ -31,8 +31,6 @@ def _user_tower(n_user_features: int, params: TwoTowerParams) -> Any:
 
     ux = keras.Input((n_user_features,), name="user_features")
     h = ux
-    if params.user_noise > 0:  # training-time only: blurs user identity, curbs memorisation
-        h = keras.layers.GaussianNoise(params.user_noise, seed=params.seed, name="user_noise")(h)
     for j, units in enumerate(params.tower_units):
         h = _block(h, units, params.dropout, params.activation, f"user_{j}")
     u = keras.layers.Dense(params.embedding_dim, name="user_project")(h)

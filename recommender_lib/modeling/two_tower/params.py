@@ -24,10 +24,10 @@ class TwoTowerParams:
     softmax_group: int = 512  # rows per in-batch softmax: each row's negatives are its group's
     retrieval_min_rating: float = 0.0  # retrieval positives: train pairs rated >= this
     logq_correction: bool = True
-    learning_rate: float = 2e-3
+    learning_rate: float = 4e-3
     lr_decay: bool = True  # cosine decay over `epochs`
     weight_decay: float = 1e-4
-    batch_size: int = 512
+    batch_size: int = 2048
     epochs: int = 20
     patience: int = 3
     user_scheme: str = "prefix"  # training user features: "full" | "prefix" (see features.py)
@@ -36,6 +36,7 @@ class TwoTowerParams:
     cold_max: int = 10  # longest revealed history of those rows
     seed: int = 42
     jit_compile: bool = False  # XLA for the training step (slower on small CPU runs)
+    op_threads: int = 1  # CPU threads per TensorFlow op while training (0: one per core)
     in_memory_rows: int = 4_000_000  # larger train sets stream their examples in chunks
     chunk_rows: int = 1_000_000  # ratings (whole users) per streamed chunk
     shard_dir: str = ""  # where streamed chunks are saved for later epochs ("": system temp)
