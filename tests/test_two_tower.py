@@ -170,7 +170,7 @@ def test_streamed_training(data, tmp_path: Path) -> None:
 @pytest.mark.parametrize("in_memory_rows", [4_000_000, 1_000], ids=["in_memory", "streamed"])
 def test_user_noise_is_drawn_in_the_batches(data, tmp_path: Path, in_memory_rows: int) -> None:
     """The batches carry the user features blurred by centred noise of std `user_noise`, drawn
-    beside the step; every other array is the noiseless batch's."""
+    with the batch rather than in the network; every other array is the noiseless batch's."""
     conn, train, _, _ = data
 
     def first_batch(noise: float) -> dict[str, np.ndarray]:
