@@ -48,7 +48,7 @@ from recommender_lib.modeling.two_tower.trained import TrainedTwoTower
 from recommender_lib.warehouse import tables as warehouse
 from recommender_lib.workflow import steps
 
-# The model's defaults before issue 15 changed them.
+# The training defaults before issue 15 changed them.
 PREVIOUS_DEFAULTS = {
     "tower_units": [256, 128], "head_units": [128, 64], "batch_size": 512, "softmax_group": 512,
     "learning_rate": 0.002, "activation": "gelu", "op_threads": 0,

@@ -174,8 +174,10 @@ def test_user_noise_is_drawn_in_the_batches(data, tmp_path: Path, in_memory_rows
     conn, train, _, _ = data
 
     def first_batch(noise: float) -> dict[str, np.ndarray]:
-        chunks = {"in_memory_rows": in_memory_rows, "chunk_rows": 2_000, "shard_dir": str(tmp_path)}
-        p = TwoTowerParams(**{**TINY.to_dict(), **chunks, "user_noise": noise})
+        streaming = {"in_memory_rows": in_memory_rows, "chunk_rows": 2_000}
+        p = TwoTowerParams(
+            **{**TINY.to_dict(), **streaming, "shard_dir": str(tmp_path), "user_noise": noise}
+        )
         transform, items = fit_features(conn, train, p)
         idx = items.index_of(train["movie_id"].to_numpy())
         build = ExampleBuilder.for_train(idx, items, transform, p, item_id_index(items, 1))

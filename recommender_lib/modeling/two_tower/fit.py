@@ -156,9 +156,9 @@ def _devices() -> list[str]:
 
 def _use_op_threads(n: int, log: Callable[[str], None] | None) -> int:
     """Run each TensorFlow op on `n` CPU threads (0: TensorFlow's default, one per core) if
-    TensorFlow has not started in this process (its thread pools are fixed from then on); the
-    setting in force. One thread per op lets the towers' many small ops run side by side on the
-    inter-op threads instead (measured: BENCHMARKS.md, "Training throughput")."""
+    TensorFlow has not started in this process (its thread pools are fixed from then on) and
+    return the setting in force. One thread per op lets the towers' many small ops run side by
+    side on the inter-op threads instead (measured: BENCHMARKS.md, "Training throughput")."""
     import tensorflow as tf
 
     try:
