@@ -136,6 +136,25 @@ def test_save_load_round_trip(data, trained: TrainedTwoTower, tmp_path: Path) ->
     assert loaded.history == trained.history
 
 
+def test_saved_model_loads_in_a_fresh_process(data, trained: TrainedTwoTower, tmp_path) -> None:
+    """Loading registers the towers' own layers: nothing else need be imported first."""
+    _, train, _, test = data
+    trained.save(tmp_path / "model")
+    train.to_pickle(tmp_path / "history.pkl")
+    test[["user_id", "movie_id"]].to_pickle(tmp_path / "pairs.pkl")
+    code = (
+        "import numpy as np, pandas as pd; "
+        "from recommender_lib.modeling.two_tower.trained import TrainedTwoTower; "
+        f"d = {str(tmp_path)!r}; m = TrainedTwoTower.load(d + '/model'); "
+        "p = m.predict(pd.read_pickle(d + '/history.pkl'), pd.read_pickle(d + '/pairs.pkl')); "
+        "np.save(d + '/loaded.npy', p)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "loaded.npy"), trained.predict(train, test[["user_id", "movie_id"]])
+    )
+
+
 def test_training_is_reproducible(data) -> None:
     conn, train, validation, _ = data
     params = TwoTowerParams(**{**TINY.to_dict(), "epochs": 1, "tower_units": (16,)})

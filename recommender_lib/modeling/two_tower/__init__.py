@@ -1,7 +1,8 @@
 """Two-tower ("Siamese") rating and retrieval model, Keras 3 on TensorFlow.
 
 * user tower: user feature vector (+ Gaussian noise while training) -> [dense -> batch-norm ->
-  GELU -> dropout] x L -> dense -> L2-normalised embedding `u`;
+  GELU -> dropout] x L -> dense -> L2-normalised embedding `u` (the batch-norm and dropout are
+  Keras' with a cheaper training pass, `layers`);
 * item tower: item feature vector (+ an optional item-id embedding, ids dropped to the OOV
   bucket at random while training and always OOV for titles nobody rated, so features carry the
   signal; off by default, it did not help) -> same blocks -> L2-normalised embedding `v` and a
@@ -21,6 +22,7 @@ without the target; early stopping on validation RMSE with the best weights rest
 
 Modules: `params` (TwoTowerParams), `networks` (towers, head, `compute_loss`, inference),
 `dataset` (training examples and tf.data), `fit` (the training loop), `trained`
-(TrainedTwoTower: inference, save/load), `ranking_rule` (RankingRule). TensorFlow/Keras are
-imported inside functions only, so importing any of them is cheap.
+(TrainedTwoTower: inference, save/load), `ranking_rule` (RankingRule), `layers` (the towers'
+batch-norm and dropout). TensorFlow/Keras are imported inside functions only, so importing any
+of them but `layers` is cheap.
 """

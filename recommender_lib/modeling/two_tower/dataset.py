@@ -30,6 +30,7 @@ Seed = int | Sequence[int]  # a numpy.random.default_rng seed
 # and float32 (rows,) vectors.
 EXAMPLE_ARRAYS = ("ux", "ix", "ids", "base", "y", "pos", "logq")
 PREFETCH_BATCHES = 2  # batches prepared ahead of the training step
+NOISE_BANK_ROWS = 65_536  # rows of Gaussian user noise a training row draws one of
 
 
 def item_id_index(items: ItemFeatures, min_count: int) -> np.ndarray:
@@ -183,13 +184,23 @@ class ExampleStream:
 Batches = Callable[[int], Iterable[Any]]  # epoch -> that epoch's training batches
 
 
+def noise_bank(n_features: int, std: float, seed: int) -> np.ndarray:
+    """`NOISE_BANK_ROWS` seeded rows of Gaussian noise of std `std` (float32). Each training row
+    adds a randomly picked one: gathering a row costs a small share of drawing fresh normals."""
+    rng = np.random.default_rng((seed, 3))
+    bank = rng.standard_normal((NOISE_BANK_ROWS, n_features), dtype=np.float32)
+    bank *= np.float32(std)
+    return bank
+
+
 def training_batches(
     train: pd.DataFrame, idx: np.ndarray, build: ExampleBuilder, stream: ExampleStream | None
 ) -> Batches:
     """Each epoch's training batches over `train` (catalogue positions `idx`), every batch with
     `ids_in`: its item ids, a random `item_id_dropout` share of them replaced by the OOV id 0,
     and its user features blurred by Gaussian noise of std `user_noise` (curbs memorising
-    users), drawn with the batch: in memory, by the prefetching tf.data map, off the step's path.
+    users): each row adds a random row of a `noise_bank`, picked with the batch (in memory, by
+    the prefetching tf.data map, off the step's path).
 
     In memory (no `stream`): a tf.data pipeline over the examples as tensors shuffles (cached)
     row indices, batches them, gathers each batch (10x faster than shuffling 70k dict elements
@@ -199,6 +210,7 @@ def training_batches(
     """
     p = build.p
     drop_rate, noise = float(p.item_id_dropout), float(p.user_noise)
+    bank = noise_bank(len(build.transform.user_columns), noise, p.seed) if noise > 0 else None
     if stream is not None:
 
         def streamed(epoch: int) -> Iterator[dict[str, np.ndarray]]:
@@ -206,8 +218,8 @@ def training_batches(
             for batch in stream.batches(epoch):
                 keep = rng.random(len(batch["ids"])) >= drop_rate
                 batch["ids_in"] = np.where(keep, batch["ids"], 0).astype(np.int32)
-                if noise > 0:  # the batch's rows are a copy
-                    batch["ux"] += noise * rng.standard_normal(batch["ux"].shape, np.float32)
+                if bank is not None:  # the batch's rows are a copy
+                    batch["ux"] += bank[rng.integers(0, len(bank), len(batch["ux"]))]
                 yield batch
 
         return streamed
@@ -216,13 +228,17 @@ def training_batches(
 
     examples = build(train, idx, p.seed)
     tensors = {name: tf.constant(examples.pop(name)) for name in list(examples)}
+    noise_rows = None if bank is None else tf.constant(bank)
 
     def gather(rows: Any) -> dict[str, Any]:
         batch = {name: tf.gather(t, rows) for name, t in tensors.items()}
         keep = tf.random.uniform(tf.shape(batch["ids"]), seed=p.seed) >= drop_rate
         batch["ids_in"] = tf.where(keep, batch["ids"], tf.zeros_like(batch["ids"]))
-        if noise > 0:  # op seed: a stream apart from the id dropout's
-            batch["ux"] += tf.random.normal(tf.shape(batch["ux"]), stddev=noise, seed=p.seed + 1)
+        if noise_rows is not None:  # op seed: a stream apart from the id dropout's
+            pick = tf.random.uniform(
+                tf.shape(rows), maxval=NOISE_BANK_ROWS, dtype=tf.int64, seed=p.seed + 1
+            )
+            batch["ux"] += tf.gather(noise_rows, pick)
         return batch
 
     ds = tf.data.Dataset.range(len(train)).cache()

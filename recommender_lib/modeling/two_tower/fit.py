@@ -141,7 +141,7 @@ class _Setup:
         n_ids = _n_ids(item_index)
         nets = build_networks(len(transform.user_columns), items.matrix.shape[1], n_ids, p)
         steps = max(len(train) // p.batch_size, 1) if stream is None else stream.steps_per_epoch
-        opt = _optimizer(p, steps)
+        opt = _optimizer(p, steps, nets["model"].trainable_variables)
         batches = training_batches(train, idx, build, stream)
         return cls(item_index, nets, stream, batches, _train_step(nets, opt, p))
 
@@ -173,36 +173,36 @@ def _n_ids(item_index: np.ndarray) -> int:
     return int(item_index.max()) if len(item_index) else 0
 
 
-def _optimizer(p: TwoTowerParams, steps_per_epoch: int) -> Any:
-    """AdamW, its learning rate cosine-decayed over `p.epochs` when `p.lr_decay`."""
+def _optimizer(p: TwoTowerParams, steps_per_epoch: int, variables: list[Any]) -> Any:
+    """AdamW over `variables` (`FusedAdamW`), its learning rate cosine-decayed over `p.epochs`
+    when `p.lr_decay`."""
     import keras
+
+    from recommender_lib.modeling.two_tower.optimizer import FusedAdamW
 
     lr: Any = p.learning_rate
     if p.lr_decay:
         lr = keras.optimizers.schedules.CosineDecay(
             p.learning_rate, decay_steps=steps_per_epoch * p.epochs, alpha=0.05
         )
-    return keras.optimizers.AdamW(learning_rate=lr, weight_decay=p.weight_decay)
+    return FusedAdamW(variables, lr, p.weight_decay)
 
 
 def _train_step(nets: Networks, opt: Any, p: TwoTowerParams) -> Callable[[Any], tuple[Any, Any]]:
     """The traced step: `compute_loss`, its gradient, one optimizer update -> (mse, retrieval).
 
-    The optimizer's slots are built first, so the step is traced once (not again after the
-    first trace creates them), and without AutoGraph: it has no tensor-dependent Python
-    control flow.
+    The optimizer's slots exist before the first call, so the step is traced once, and without
+    AutoGraph: it has no tensor-dependent Python control flow.
     """
     import tensorflow as tf
 
     variables = nets["model"].trainable_variables
-    opt.build(variables)
 
     @tf.function(reduce_retracing=True, jit_compile=p.jit_compile, autograph=False)
     def train_step(batch: dict[str, Any]) -> tuple[Any, Any]:
         with tf.GradientTape() as tape:
             loss, mse, ret = compute_loss(nets, batch, p)
-        grads = tape.gradient(loss, variables)
-        opt.apply_gradients(zip(grads, variables, strict=True))
+        opt.apply(tape.gradient(loss, variables))
         return mse, ret
 
     return train_step

@@ -16,13 +16,16 @@ Networks = dict[str, Any]  # "model" (composed), "user_tower", "item_tower", "he
 
 
 def _block(x: Any, units: int, dropout: float, activation: str, name: str) -> Any:
+    """Dense (no bias: the batch-norm's offset is one) -> batch-norm -> activation -> dropout."""
     import keras
 
-    x = keras.layers.Dense(units, name=f"{name}_dense")(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    from recommender_lib.modeling.two_tower.layers import ByteMaskDropout, FusedBatchNormalization
+
+    x = keras.layers.Dense(units, use_bias=False, name=f"{name}_dense")(x)
+    x = FusedBatchNormalization(name=f"{name}_bn")(x)
     x = keras.layers.Activation(activation, name=f"{name}_{activation}")(x)
     if dropout > 0:
-        x = keras.layers.Dropout(dropout, name=f"{name}_dropout")(x)
+        x = ByteMaskDropout(dropout, name=f"{name}_dropout")(x)
     return x
 
 
@@ -126,15 +129,16 @@ def retrieval_loss(u: Any, v: Any, b: Any, batch: dict[str, Any], params: TwoTow
     g = tf.minimum(n, max(int(params.softmax_group), 2))
     pad = (g - n % g) % g  # padded rows: id -1, zero weight, never a positive nor a negative
     ids = tf.pad(batch["ids"], [[0, pad]], constant_values=-1)
-    logq = tf.pad(batch["logq"], [[0, pad]]) if params.logq_correction else None
     wpos = tf.pad(batch["pos"], [[0, pad]])
-    u, v, b = tf.pad(u, [[0, pad], [0, 0]]), tf.pad(v, [[0, pad], [0, 0]]), tf.pad(b, [[0, pad]])
+    # τ and the per-title column terms applied to vectors, not to the (rows x group) logits
+    u = u / float(params.temperature)
+    column = b - batch["logq"] if params.logq_correction else b
+    u, v = tf.pad(u, [[0, pad], [0, 0]]), tf.pad(v, [[0, pad], [0, 0]])
+    column = tf.pad(column, [[0, pad]])
     groups = (n + pad) // g
     grouped = [tf.reshape(x, [groups, g, -1]) for x in (u, v)]
-    ids, b, wpos = (tf.reshape(x, [groups, g]) for x in (ids, b, wpos))
-    logits = tf.matmul(*grouped, transpose_b=True) / float(params.temperature) + b[:, None, :]
-    if logq is not None:
-        logits = logits - tf.reshape(logq, [groups, g])[:, None, :]
+    ids, column, wpos = (tf.reshape(x, [groups, g]) for x in (ids, column, wpos))
+    logits = tf.matmul(*grouped, transpose_b=True) + column[:, None, :]
     same = tf.equal(ids[:, :, None], ids[:, None, :])
     eye = tf.eye(g, dtype=tf.bool)[None]
     masked = tf.logical_and(same, ids[:, :, None] > 0) & ~eye | (ids[:, None, :] < 0) & ~eye

@@ -156,6 +156,8 @@ class TrainedTwoTower:
     def load(cls, directory: str | Path) -> TrainedTwoTower:
         import keras
 
+        import recommender_lib.modeling.two_tower.layers  # noqa: F401  (registers its layers)
+
         d = Path(directory)
         model = keras.saving.load_model(d / MODEL_FILE, compile=False)
         meta = json.loads((d / META_FILE).read_text())
