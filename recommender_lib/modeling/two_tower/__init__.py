@@ -23,6 +23,6 @@ without the target; early stopping on validation RMSE with the best weights rest
 Modules: `params` (TwoTowerParams), `networks` (towers, head, `compute_loss`, inference),
 `dataset` (training examples and tf.data), `fit` (the training loop), `trained`
 (TrainedTwoTower: inference, save/load), `ranking_rule` (RankingRule), `layers` (the towers'
-batch-norm and dropout). TensorFlow/Keras are imported inside functions only, so importing any
-of them but `layers` is cheap.
+batch-norm and dropout) and `optimizer` (FusedAdamW), the two that import TensorFlow/Keras on
+import; the others import them inside functions only, so importing those is cheap.
 """

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import keras
 import tensorflow as tf
 
 LearningRate = float | Callable[[Any], Any]  # a constant, or a schedule of the step number
@@ -29,7 +30,7 @@ class FusedAdamW:
         beta_2: float = 0.999,
         epsilon: float = 1e-7,
     ) -> None:
-        self.variables = [getattr(v, "value", v) for v in variables]  # keras -> tf.Variable
+        self.variables = [v.value if isinstance(v, keras.Variable) else v for v in variables]
         self.momenta = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables]
         self.velocities = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables]
         self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False)
