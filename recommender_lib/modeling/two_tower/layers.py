@@ -25,7 +25,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     element-wise ones. The moving statistics are updated as Keras does (biased variance)."""
 
     def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:
-        if not (training and self.trainable and self._fusable(inputs)):
+        if not (training and self.trainable and mask is None and self._fusable(inputs)):
             return super().call(inputs, training=training, mask=mask)
         units = inputs.shape[-1]
         y, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
@@ -45,9 +45,11 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         return tf.reshape(y, tf.shape(inputs))
 
     def _fusable(self, inputs: Any) -> bool:
-        """2-D float32 inputs normalised over their last axis, with both scale and offset."""
+        """2-D float32 inputs normalised over their last axis, with both scale and offset, on
+        one replica."""
         return (
-            len(inputs.shape) == 2
+            not self.synchronized
+            and len(inputs.shape) == 2
             and inputs.dtype == tf.float32
             and self.axis in (-1, 1)
             and self.scale
