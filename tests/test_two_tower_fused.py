@@ -3,13 +3,12 @@ infer exactly as those)."""
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-tf = pytest.importorskip("tensorflow")
-keras = pytest.importorskip("keras")
-layers = pytest.importorskip("recommender_lib.modeling.two_tower.layers")
-optimizer = pytest.importorskip("recommender_lib.modeling.two_tower.optimizer")
+from recommender_lib.modeling.two_tower import layers, optimizer
 
 
 def _batch_norm_pair() -> tuple:

@@ -37,13 +37,10 @@ class FusedAdamW:
         self.learning_rate, self.weight_decay = learning_rate, float(weight_decay)
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
 
-    def current_learning_rate(self) -> Any:
-        lr = self.learning_rate
-        return tf.cast(lr(self.iterations) if callable(lr) else lr, tf.float32)
-
     def apply(self, gradients: Sequence[Any]) -> None:
         """One update of every variable by its gradient (in `variables`' order)."""
-        lr = self.current_learning_rate()
+        rate = self.learning_rate
+        lr = tf.cast(rate(self.iterations) if callable(rate) else rate, tf.float32)
         step = tf.cast(self.iterations + 1, tf.float32)
         beta_1_power, beta_2_power = tf.pow(self.beta_1, step), tf.pow(self.beta_2, step)
         keep = 1.0 - lr * self.weight_decay
